@@ -1,0 +1,56 @@
+"""The Darknet convolution block: symmetric padding, conv, batch norm, activation."""
+
+from keras_csp.backend import keras
+from keras_csp.layers.activations import activation_layer
+
+BN_EPSILON = 1e-5  # Darknet's batch-norm epsilon (Keras' default is 1e-3)
+
+
+def darknet_padding(size, stride):
+    """Darknet's ``pad=1`` padding (``size // 2`` on every side), as a Keras padding choice.
+
+    Returns ``("same", 0)`` when TF's "same" gives the same numbers (odd kernel, stride 1)
+    and ``("valid", size // 2)`` otherwise: TF's "same" pads bottom/right only for stride 2.
+    """
+    if stride == 1 and size % 2 == 1:
+        return "same", 0
+    return "valid", size // 2
+
+
+def conv_bn_act(
+    x,
+    filters,
+    size,
+    stride=1,
+    groups=1,
+    activation="leaky",
+    batch_normalize=True,
+    name="conv",
+    registry=None,
+):
+    """Apply Darknet's ``[convolutional]`` block to ``x``.
+
+    Layers are named ``{name}_pad``, ``{name}_conv``, ``{name}_bn`` and ``{name}_act``.
+    ``registry``, a list, receives ``name`` so weight converters can walk the convs in
+    the order of the Darknet cfg.
+    """
+    padding, pad = darknet_padding(size, stride)
+    if pad:
+        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+    x = keras.layers.Conv2D(
+        filters,
+        size,
+        strides=stride,
+        padding=padding,
+        groups=groups,
+        use_bias=not batch_normalize,
+        name=f"{name}_conv",
+    )(x)
+    if batch_normalize:
+        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    act = activation_layer(activation, f"{name}_act")
+    if act is not None:
+        x = act(x)
+    if registry is not None:
+        registry.append(name)
+    return x

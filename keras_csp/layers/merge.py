@@ -1,0 +1,53 @@
+"""Darknet's residual ``[shortcut]`` and channel-slicing ``[route]`` as Keras layers."""
+
+from keras_csp.backend import keras, register, tf
+
+
+@register
+class DarknetShortcut(keras.layers.Layer):
+    """``out = x + from`` with Darknet's rules for tensors of different shapes.
+
+    The output has the shape of ``x`` (the ``-1`` input). When channel counts differ, the
+    first ``min(C_x, C_from)`` channels are summed and the rest of ``x`` passes through
+    (stage 1 of every CSPResNe(X)t cfg). When ``from`` is spatially larger by an integer
+    factor ``s`` it is sampled as ``from[::s, ::s]`` (the old ResNet baselines). Same-shape
+    inputs are better served by ``keras.layers.Add``.
+    """
+
+    def call(self, inputs):
+        x, skip = inputs
+        cx, cs = x.shape[-1], skip.shape[-1]
+        hx, hs = x.shape[1], skip.shape[1]
+        if hx is not None and hs is not None and hs != hx:
+            step = hs // hx
+            skip = skip[:, ::step, ::step, :]
+        if cs > cx:
+            skip = skip[..., :cx]
+        elif cs < cx:
+            skip = tf.pad(skip, [[0, 0], [0, 0], [0, 0], [0, cx - cs]])
+        return x + skip
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+
+@register
+class ChannelSlice(keras.layers.Layer):
+    """Darknet ``[route] groups=G group_id=I``: the I-th of G equal channel slices."""
+
+    def __init__(self, groups, group_id, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= group_id < groups:
+            raise ValueError(f"group_id must be in [0, {groups}), got {group_id}")
+        self.groups = groups
+        self.group_id = group_id
+
+    def call(self, inputs):
+        width = inputs.shape[-1] // self.groups
+        return inputs[..., self.group_id * width : (self.group_id + 1) * width]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (input_shape[-1] // self.groups,)
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups, "group_id": self.group_id}

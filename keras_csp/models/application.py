@@ -1,0 +1,164 @@
+"""``keras.applications``-style assembly shared by every backbone: input, stem, stages, top,
+feature-pyramid names and weights."""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from keras_csp.backend import keras, tf
+from keras_csp.layers import check_activation, conv_bn_act
+from keras_csp.models import pretrained
+from keras_csp.models.stages import FUSIONS, apply_partial_ratio, build_stage
+
+POOLINGS = (None, "avg", "max")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """Everything that defines a backbone family member.
+
+    ``stem`` holds ConvSpecs and the string "maxpool" (Darknet 2x2/2 max-pool);
+    ``levels[i]`` is the pyramid level (P{n}: 2**n times smaller than the input) of
+    the output of ``stages[i]``.
+    """
+
+    name: str
+    stem: tuple
+    stages: tuple
+    levels: tuple
+    activation: str = "leaky"
+    default_size: int = 256
+
+
+def preprocess_input(x):
+    """Scale uint8-range RGB images to the [0, 1] float range the Darknet-trained models use.
+
+    Args:
+        x: array or tensor of RGB values in [0, 255], channels last.
+    Returns:
+        float32 values in [0, 1].
+    """
+    if isinstance(x, (np.ndarray, list, tuple)):
+        return np.asarray(x, dtype=np.float32) / 255.0
+    return tf.cast(x, tf.float32) / 255.0
+
+
+def _validate(spec, include_top, weights, classes, input_shape, pooling, activation, fusion):
+    if weights not in (None, "imagenet") and not (isinstance(weights, (str, os.PathLike)) and os.path.exists(weights)):
+        raise ValueError(
+            "The `weights` argument should be None, 'imagenet', or the path to an existing "
+            f"Keras or Darknet weights file; received weights={weights!r}."
+        )
+    if weights == "imagenet" and include_top and classes != 1000:
+        raise ValueError(
+            "With weights='imagenet' and include_top=True, `classes` must be 1000; "
+            f"received classes={classes}."
+        )
+    if pooling not in POOLINGS:
+        raise ValueError(f"The `pooling` argument should be one of {POOLINGS}; received pooling={pooling!r}.")
+    check_activation(activation)
+    if fusion not in FUSIONS:
+        raise ValueError(f"The `fusion` argument should be one of {FUSIONS}; received fusion={fusion!r}.")
+    if input_shape is not None:
+        if len(input_shape) != 3 or input_shape[-1] != 3:
+            raise ValueError(f"`input_shape` must be (height, width, 3); received input_shape={input_shape}.")
+        min_size = 2 ** max(spec.levels)
+        for side in input_shape[:2]:
+            if side is not None and side < min_size:
+                raise ValueError(
+                    f"{spec.name} downsamples by {min_size}; input height and width must be at "
+                    f"least {min_size}, received input_shape={tuple(input_shape)}."
+                )
+
+
+def build_application(
+    spec,
+    *,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    activation=None,
+    fusion="both",
+    partial_ratio=0.5,
+    name=None,
+):
+    """Build ``spec`` as a functional model following ``keras.applications`` conventions.
+
+    The stage outputs are named ``P{n}`` (identity layers); see :func:`pyramid_outputs`.
+    """
+    activation = activation or spec.activation
+    if input_shape is None and input_tensor is None:
+        input_shape = (spec.default_size, spec.default_size, 3) if include_top else (None, None, 3)
+    if input_tensor is not None and input_shape is None:
+        input_shape = tuple(input_tensor.shape[1:])
+    _validate(spec, include_top, weights, classes, input_shape, pooling, activation, fusion)
+
+    if input_tensor is None:
+        inputs = keras.Input(shape=input_shape, name="images")
+    elif keras.backend.is_keras_tensor(input_tensor):
+        inputs = input_tensor
+    else:
+        inputs = keras.Input(tensor=input_tensor, shape=input_shape, name="images")
+
+    registry = []
+    x = inputs
+    for i, conv in enumerate(spec.stem, start=1):
+        if conv == "maxpool":
+            x = keras.layers.MaxPooling2D(2, 2, padding="same", name="stem_pool")(x)
+        else:
+            x = conv_bn_act(
+                x, conv.filters, conv.size, conv.stride, conv.groups,
+                conv.activation or activation, name=f"stem_conv{i}", registry=registry,
+            )
+    for i, (stage, level) in enumerate(zip(spec.stages, spec.levels), start=1):
+        stage = apply_partial_ratio(stage, partial_ratio)
+        x = build_stage(x, stage, activation, f"stage{i}", registry, fusion=fusion)
+        x = keras.layers.Identity(name=f"P{level}")(x)
+
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool")(x)
+        x = conv_bn_act(x, classes, 1, batch_normalize=False, activation="linear", name="predictions", registry=registry)
+        x = keras.layers.Flatten(name="predictions_flat")(x)
+        if classifier_activation is not None:
+            x = keras.layers.Activation(classifier_activation, name="probabilities")(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    model_inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
+    model = keras.Model(model_inputs, x, name=name or spec.name)
+    # Darknet cfg order of the conv blocks; used to map .weights files (not serialized).
+    model.darknet_blocks = tuple(registry)
+    if weights is not None:
+        pretrained.load(model, weights, spec.name, activation=activation, include_top=include_top)
+    return model
+
+
+def pyramid_outputs(model):
+    """The backbone's multi-scale features as ``{"P2": tensor, ..., "P5": tensor}``.
+
+    ``P{n}`` is the output of the stage that is ``2**n`` times smaller than the input.
+    Works on models built here and on models reloaded from ``.keras`` files.
+    """
+    levels = {}
+    for layer in model.layers:
+        if layer.name[:1] == "P" and layer.name[1:].isdigit():
+            levels[layer.name] = layer.output
+    if not levels:
+        raise ValueError(f"Model {model.name!r} has no P{{n}} pyramid layers; is it a keras_csp backbone?")
+    return dict(sorted(levels.items(), key=lambda kv: int(kv[0][1:])))
+
+
+def feature_extractor(model, levels=("P3", "P4", "P5")):
+    """A model mapping images to ``{level: features}`` for the requested pyramid levels."""
+    available = pyramid_outputs(model)
+    missing = [lvl for lvl in levels if lvl not in available]
+    if missing:
+        raise ValueError(f"{model.name} has levels {sorted(available)}; requested {missing} are missing.")
+    return keras.Model(model.inputs, {lvl: available[lvl] for lvl in levels}, name=f"{model.name}_features")

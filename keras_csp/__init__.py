@@ -15,3 +15,4 @@ from keras_csp.models import (  # noqa: E402
     pyramid_outputs,
 )
 from keras_csp.profiling import profile  # noqa: E402
+from keras_csp import zoo  # noqa: E402

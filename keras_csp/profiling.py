@@ -123,10 +123,9 @@ def profile(model):
                     f"profile needs static shapes; layer {layer.name} has input {in_shape}. "
                     "Build the model with a fixed input_shape."
                 )
-            if isinstance(layer, keras.layers.DepthwiseConv2D):
-                kernel = _numel(layer.depthwise_kernel.shape)
-            else:
-                kernel = _numel(layer.kernel.shape)
+            # tf_keras names the depthwise kernel `depthwise_kernel`, Keras 3 `kernel`.
+            weights = getattr(layer, "depthwise_kernel", None)
+            kernel = _numel((layer.kernel if weights is None else weights).shape)
             positions = _numel(out_shape[:-1]) if not isinstance(layer, keras.layers.Dense) else 1
             rows.append(
                 LayerProfile(

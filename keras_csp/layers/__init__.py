@@ -1,7 +1,7 @@
 """Custom layers of keras_csp; every one is registered for serialization."""
 
 from keras_csp.layers.activations import ACTIVATIONS, Mish, activation_layer, check_activation
-from keras_csp.layers.conv import BN_EPSILON, conv_bn_act, darknet_padding
+from keras_csp.layers.conv import BN_EPSILON, GroupedConv2D, conv_bn_act, darknet_padding
 from keras_csp.layers.merge import ChannelSlice, DarknetShortcut
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "BN_EPSILON",
     "ChannelSlice",
     "DarknetShortcut",
+    "GroupedConv2D",
     "Mish",
     "activation_layer",
     "check_activation",

@@ -161,4 +161,5 @@ def feature_extractor(model, levels=("P3", "P4", "P5")):
     missing = [lvl for lvl in levels if lvl not in available]
     if missing:
         raise ValueError(f"{model.name} has levels {sorted(available)}; requested {missing} are missing.")
-    return keras.Model(model.inputs, {lvl: available[lvl] for lvl in levels}, name=f"{model.name}_features")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, {lvl: available[lvl] for lvl in levels}, name=f"{model.name}_features")

@@ -6,8 +6,9 @@ from keras_csp.models.application import BackboneSpec, build_application
 from keras_csp.models.stages import ConvSpec, StageSpec
 
 RESNET_STEM = (ConvSpec(64, 7, 2), "maxpool")
-# CSPResNe(X)t split convs: leaky in the first and last stage, linear in between (as the cfgs).
-_RES_SPLIT_ACT = ("leaky", "linear", "linear", "leaky")
+# CSPResNe(X)t split convs: the model activation in the first and last stage, linear in
+# between (as the cfgs).
+_RES_SPLIT_ACT = (None, "linear", "linear", None)
 
 
 def _darknet53(csp):

@@ -30,7 +30,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return args.handler(args) or 0
+    handler = getattr(args, "handler", None) or args.func
+    return handler(args) or 0
 
 
 if __name__ == "__main__":

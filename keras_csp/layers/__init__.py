@@ -16,3 +16,28 @@ __all__ = [
     "conv_bn_act",
     "darknet_padding",
 ]
+
+# Detector layers (issue 5): SPP, SAM gate, Maxout / upsample aliases, YOLO decode.
+from keras_csp.layers.detection import SPP, Maxout, SpatialAttention, Upsample, YoloDecode  # noqa: E402
+
+__all__ += ["Maxout", "SPP", "SpatialAttention", "Upsample", "YoloDecode"]
+
+# Darknet-specific layers (issue 3: Darknet interoperability).
+from keras_csp.layers.darknet_ops import (  # noqa: E402
+    DarknetSoftmax,
+    DarknetYolo,
+    NearestUpsample2D,
+    Reorg,
+    ScaleChannels,
+)
+from keras_csp.layers.pooling import ChannelMaxout, DarknetPool2D  # noqa: E402
+
+__all__ += [
+    "ChannelMaxout",
+    "DarknetPool2D",
+    "DarknetSoftmax",
+    "DarknetYolo",
+    "NearestUpsample2D",
+    "Reorg",
+    "ScaleChannels",
+]

@@ -176,7 +176,7 @@ class DarknetYolo(keras.layers.Layer):
                 f"{self.num_classes} classes, got {inputs.shape[-1]}"
             )
         raw, gain, bias = (
-            tf.constant(v)
+            tf.constant(v, dtype=inputs.dtype)
             for v in yolo_channel_affine(
                 self.num_anchors, self.num_classes, self.scale_x_y, self.new_coords
             )

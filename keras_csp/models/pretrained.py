@@ -58,7 +58,7 @@ def load(model, weights, model_name, activation="leaky", include_top=True):
         if not include_top:
             # Darknet files hold the classifier last; without the top we read only the backbone.
             blocks = tuple(b for b in blocks if b != "predictions")
-        load_conv_weights(model, blocks, weights, allow_trailing=not include_top)
+        load_conv_weights(model, blocks, weights, allow_extra=not include_top)
     else:
         model.load_weights(weights)
     return model

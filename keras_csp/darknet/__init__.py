@@ -1,0 +1,46 @@
+"""Darknet interoperability: cfg parser, cfg -> Keras builder, .weights reader and writer.
+
+    model = keras_csp.darknet.load("csdarknet53-omega.cfg", "csdarknet53-omega_final.weights")
+
+See :func:`load`, :func:`build_model`, :func:`parse_cfg`, :func:`infer_network`,
+:func:`read_weights` / :func:`write_weights` and :func:`load_conv_weights` (for models whose
+conv blocks follow :func:`keras_csp.layers.conv_bn_act`'s naming).
+"""
+
+from keras_csp.darknet.api import load, save_weights
+from keras_csp.darknet.builder import block_name, build_model, default_outputs
+from keras_csp.darknet.cfg import Cfg, CfgError, Section, parse_cfg, parse_cfg_text
+from keras_csp.darknet.spec import Network, infer_network
+from keras_csp.darknet.summary import format_summary, summarize
+from keras_csp.darknet.weights import (
+    DarknetWeights,
+    load_conv_weights,
+    read_weights,
+    save_conv_weights,
+    write_weights,
+)
+
+load_darknet_weights = load_conv_weights
+
+__all__ = [
+    "Cfg",
+    "CfgError",
+    "DarknetWeights",
+    "Network",
+    "Section",
+    "block_name",
+    "build_model",
+    "default_outputs",
+    "format_summary",
+    "infer_network",
+    "load",
+    "load_conv_weights",
+    "load_darknet_weights",
+    "parse_cfg",
+    "parse_cfg_text",
+    "read_weights",
+    "save_conv_weights",
+    "save_weights",
+    "summarize",
+    "write_weights",
+]

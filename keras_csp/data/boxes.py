@@ -1,0 +1,69 @@
+"""Box tensors of the pipeline as pure functions (shapes and formats in each docstring).
+
+Padded boxes are ``[..., max_boxes, 5]`` = ``[x_min, y_min, x_max, y_max, class]`` with
+padding rows all -1 (class -1 marks padding), the library-wide training contract.
+"""
+
+from keras_csp.backend import tf
+
+
+def pad_boxes(boxes, classes, max_boxes):
+    """``boxes [n, 4]`` + ``classes [n]`` -> ``[max_boxes, 5]``, -1 padded; extra rows cut."""
+    rows = tf.concat([tf.cast(boxes, tf.float32), tf.cast(classes, tf.float32)[:, None]], axis=-1)
+    rows = rows[:max_boxes]
+    padded = tf.pad(rows, [[0, max_boxes - tf.shape(rows)[0]], [0, 0]], constant_values=-1.0)
+    return tf.ensure_shape(padded, [max_boxes, 5])
+
+
+def valid_mask(boxes):
+    """``[..., K, 5]`` -> bool ``[..., K]``: the rows that are not padding."""
+    return boxes[..., 4] >= 0
+
+
+def compact(boxes, keep, max_boxes):
+    """Move the kept rows of ``boxes [B, K, 5]`` first (order kept), set the rest to -1 and
+    return ``[B, max_boxes, 5]`` (truncating or padding)."""
+    boxes = tf.where(keep[..., None], boxes, -1.0)
+    order = tf.argsort(tf.cast(tf.logical_not(keep), tf.int32), axis=-1, stable=True)
+    boxes = tf.gather(boxes, order, batch_dims=1)
+    k = tf.shape(boxes)[1]
+    boxes = boxes[:, :max_boxes]
+    boxes = tf.pad(boxes, [[0, 0], [0, tf.maximum(0, max_boxes - k)], [0, 0]], constant_values=-1.0)
+    return tf.ensure_shape(boxes, [None, max_boxes, 5])
+
+
+def box_candidates(before, after, min_size=2.0, min_area_ratio=0.1, max_aspect=100.0):
+    """Which transformed boxes to keep, in pixels ``[..., 4]`` xyxy.
+
+    ``before`` is the transformed box before clipping, ``after`` the clipped one. A box stays
+    if it is still at least ``min_size`` pixels wide and high, keeps ``min_area_ratio`` of its
+    area, and is not thinner than 1:``max_aspect`` (the rule of Ultralytics' augmentations).
+    """
+    w1, h1 = before[..., 2] - before[..., 0], before[..., 3] - before[..., 1]
+    w2, h2 = after[..., 2] - after[..., 0], after[..., 3] - after[..., 1]
+    eps = 1e-9
+    aspect = tf.maximum(w2 / (h2 + eps), h2 / (w2 + eps))
+    return (w2 > min_size) & (h2 > min_size) & (w2 * h2 / (w1 * h1 + eps) > min_area_ratio) & (aspect < max_aspect)
+
+
+def boxes_to_original(boxes, image_info):
+    """Undo the letterbox: normalised model-input xyxy ``[..., N, 4+]`` -> original-image
+    pixel xyxy ``[..., N, 4]``, clipped to the image.
+
+    ``image_info [..., 4, 2]`` rows are (original h, w), (input h, w), (scale y, x) and
+    (offset y, x) with ``input_pixel = original_pixel * scale + offset``.
+    """
+    info = tf.cast(image_info, tf.float32)
+    input_hw, scale, offset, original = info[..., 1, :], info[..., 2, :], info[..., 3, :], info[..., 0, :]
+
+    def xy(v):  # (y, x) pair -> [x, y, x, y] broadcast over boxes
+        return tf.concat([v[..., ::-1], v[..., ::-1]], axis=-1)[..., None, :]
+
+    pixels = boxes[..., :4] * xy(input_hw)
+    out = (pixels - xy(offset)) / xy(scale)
+    return tf.clip_by_value(out, 0.0, xy(original))
+
+
+def xyxy_to_coco(boxes):
+    """Pixel xyxy ``[..., 4]`` -> COCO ``[x, y, width, height]``."""
+    return tf.concat([boxes[..., :2], boxes[..., 2:4] - boxes[..., :2]], axis=-1)

@@ -1,0 +1,320 @@
+"""The YOLO loss (Darknet's ``[yolo]`` layer as a differentiable function) and its label assignment.
+
+``YoloLoss(heads)(y_true, y_pred)`` takes the padded ground truth ``[batch, max_boxes, 5]``
+(``[x_min, y_min, x_max, y_max, class]`` normalised to the input image; rows with class -1,
+or of zero area, are padding) and the raw head outputs (a list of ``[batch, H, W, A*(5+C)]``
+logits, one per ``HeadSpec``) and returns a float32 scalar: the per-image sum over all
+scales, cells and anchors, averaged over the batch. Everything is in-graph with static
+ranks (no Python loops over data, no ``tf.py_function``), so it runs under ``jit_compile``,
+``tf.distribute`` and mixed precision (outputs are cast to float32 first).
+
+Formulation, per scale, for image ``b``; docs/loss.md has the full text and the Darknet
+mapping:
+
+- assignment: every valid ground truth picks the anchor of best shape IoU (centres aligned)
+  among all anchors of all scales; the scale owning it makes the cell containing the box
+  centre, with that anchor, a positive. Every other anchor of the scale whose shape IoU
+  exceeds ``iou_thresh`` is a positive too (the reference repo's "IoU threshold"). When two
+  boxes claim the same cell and anchor, the one listed last gives the box target and the
+  class targets are the union (Darknet overwrites and ORs likewise);
+- box: positives only, ``iou_normalizer * (1 - IoU_kind(pred, gt))`` for giou/diou/ciou/iou,
+  or for ``mse`` ``iou_normalizer * (2 - w h) * (L_xy + L_wh)`` with Darknet's gradients;
+- objectness: BCE on logits, target 1 at positives and 0 elsewhere, except non-positives
+  whose decoded box has IoU > ``ignore_thresh`` with some ground truth (ignored), times
+  ``obj_normalizer``;
+- class: BCE on logits at positives, targets ``y (1 - e) + e / 2`` with ``e =
+  label_smoothing``, times ``cls_normalizer``.
+"""
+
+from keras_csp.backend import tf
+from keras_csp.ops import boxes as box_ops
+from keras_csp.ops.decode import (
+    cell_offsets,
+    decode_wh,
+    decode_xy,
+    normalized_anchors,
+    split_head,
+)
+from keras_csp.ops.head_spec import HeadSpec, all_anchors
+
+_LOG_EPS = 1e-9
+
+
+def _as_list(outputs):
+    if isinstance(outputs, dict):
+        raise TypeError("YOLO head outputs must be a list of tensors (one per scale), not a dict.")
+    if isinstance(outputs, (list, tuple)):
+        return list(outputs)
+    return [outputs]
+
+
+def _bce(labels, logits):
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def _binary_entropy(p):
+    """``BCE(p, p)``: subtracted so that a perfect prediction costs exactly 0."""
+    return -(tf.math.xlogy(p, p) + tf.math.xlogy(1.0 - p, 1.0 - p))
+
+
+class YoloLoss:
+    """The YOLO loss over all scales, configured by one ``HeadSpec`` per output.
+
+    Args:
+      heads: ``HeadSpec`` objects (or their config dicts), in the order of the outputs.
+      matching_anchors: the pool of ``(w, h)`` pixel anchors a ground truth picks its best
+        anchor from, as Darknet's ``anchors=`` line; by default all heads' anchors in order.
+        Needed only when some anchors belong to no head (yolov3-tiny's mask skips anchor 0).
+      name: a name for the graph scope.
+
+    Calling it returns the scalar loss; ``per_image`` returns the ``box``, ``obj``, ``cls``
+    and ``total`` terms per image, and ``assign`` the label assignment (for inspection).
+    """
+
+    def __init__(self, heads, matching_anchors=None, name="yolo_loss"):
+        heads = tuple(HeadSpec.coerce(h) for h in heads)
+        if not heads:
+            raise ValueError("YoloLoss needs at least one HeadSpec; received none.")
+        classes = {h.num_classes for h in heads}
+        if len(classes) != 1:
+            raise ValueError(f"All heads must predict the same number of classes; received {sorted(classes)}.")
+        self.heads = heads
+        self.num_classes = heads[0].num_classes
+        self.name = name
+        if matching_anchors is None:
+            pool = all_anchors(heads)
+            self._pool_index = []
+            start = 0
+            for head in heads:
+                self._pool_index.append(list(range(start, start + head.num_anchors)))
+                start += head.num_anchors
+            self.matching_anchors = None
+        else:
+            pool = tuple((float(w), float(h)) for w, h in matching_anchors)
+            self._pool_index = []
+            for s, head in enumerate(heads):
+                indices = []
+                for anchor in head.anchors:
+                    if anchor not in pool:
+                        raise ValueError(
+                            f"Head {s} anchor {anchor} is not in `matching_anchors` {list(pool)}."
+                        )
+                    indices.append(pool.index(anchor))
+                self._pool_index.append(indices)
+            self.matching_anchors = pool
+        self._pool = pool
+
+    # ------------------------------------------------------------------ config
+    def get_config(self):
+        return {
+            "heads": [h.get_config() for h in self.heads],
+            "matching_anchors": None
+            if self.matching_anchors is None
+            else [list(a) for a in self.matching_anchors],
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def with_box_loss(self, iou_loss):
+        """A copy whose heads all use ``iou_loss`` (``mse``, ``iou``, ``giou``, ``diou``, ``ciou``)."""
+        heads = [h.replace(iou_loss=iou_loss) for h in self.heads]
+        return YoloLoss(heads, self.matching_anchors, self.name)
+
+    # -------------------------------------------------------------- validation
+    def _check(self, y_true, y_pred):
+        y_pred = _as_list(y_pred)
+        if len(y_pred) != len(self.heads):
+            raise ValueError(
+                f"YoloLoss has {len(self.heads)} heads but received {len(y_pred)} outputs."
+            )
+        y_true = tf.cast(tf.convert_to_tensor(y_true), tf.float32)
+        if y_true.shape.rank is not None and (
+            y_true.shape.rank != 3 or (y_true.shape[-1] is not None and y_true.shape[-1] < 5)
+        ):
+            raise ValueError(
+                "Ground truth must be [batch, max_boxes, 5] = [x_min, y_min, x_max, y_max, class] "
+                f"(padding rows -1); received shape {y_true.shape}."
+            )
+        y_pred = [tf.cast(tf.convert_to_tensor(p), tf.float32) for p in y_pred]
+        for s, (p, head) in enumerate(zip(y_pred, self.heads)):
+            if p.shape.rank is not None and p.shape.rank != 4:
+                raise ValueError(f"Output {s} must be [batch, H, W, channels]; received shape {p.shape}.")
+            if p.shape[-1] is not None and p.shape[-1] != head.channels:
+                raise ValueError(
+                    f"Output {s} has {p.shape[-1]} channels; its head ({head.num_anchors} anchors, "
+                    f"{head.num_classes} classes) needs {head.channels}."
+                )
+        return y_true[..., :5], y_pred
+
+    # -------------------------------------------------------------- assignment
+    def _ground_truth(self, y_true, input_hw):
+        x1, y1, x2, y2, cls = tf.unstack(y_true, axis=-1)
+        valid = (cls >= 0) & (cls < self.num_classes) & (x2 > x1) & (y2 > y1)
+        # Zero every unused row, so that a NaN there cannot reach the loss through 0 * NaN.
+        y_true = tf.where(valid[..., None], y_true, 0.0)
+        x1, y1, x2, y2, cls = tf.unstack(y_true, axis=-1)
+        centre = tf.stack([0.5 * (x1 + x2), 0.5 * (y1 + y2)], axis=-1)
+        size = tf.stack([x2 - x1, y2 - y1], axis=-1)
+        in_h, in_w = input_hw
+        size_px = size * tf.cast(tf.stack([in_w, in_h]), tf.float32)
+        pool = tf.constant(self._pool, tf.float32)  # [K, 2]
+        inter = tf.reduce_prod(tf.minimum(size_px[..., None, :], pool), axis=-1)
+        union = tf.reduce_prod(size_px, -1)[..., None] + tf.reduce_prod(pool, -1) - inter
+        shape_iou = inter / tf.maximum(union, box_ops.EPSILON)  # [B, M, K]
+        return {
+            "boxes": y_true[..., :4],
+            "class": tf.cast(tf.where(valid, cls, 0.0), tf.int32),
+            "valid": valid,
+            "centre": centre,
+            "size": size,
+            "shape_iou": shape_iou,
+            "best": tf.argmax(shape_iou, axis=-1, output_type=tf.int32),
+        }
+
+    def _assign_scale(self, gt, s, height, width):
+        """Positives of scale ``s`` on an ``height x width`` grid: winner gt index and class targets."""
+        head = self.heads[s]
+        num_anchors = head.num_anchors
+        pool_index = tf.constant(self._pool_index[s], tf.int32)  # [A]
+        is_best = tf.equal(gt["best"][..., None], pool_index)  # [B, M, A]
+        over = tf.gather(gt["shape_iou"], pool_index, axis=-1) > head.iou_thresh
+        assigned = gt["valid"][..., None] & (is_best | over)
+
+        grid = tf.cast(tf.stack([width, height]), tf.float32)
+        cell_xy = tf.cast(tf.floor(gt["centre"] * grid), tf.int32)
+        gx = tf.clip_by_value(cell_xy[..., 0], 0, width - 1)
+        gy = tf.clip_by_value(cell_xy[..., 1], 0, height - 1)
+        cell = gy * width + gx  # [B, M]
+
+        shape = tf.shape(assigned)
+        batch, max_boxes = shape[0], shape[1]
+        b_idx = tf.broadcast_to(tf.range(batch)[:, None, None], shape)
+        c_idx = tf.broadcast_to(cell[..., None], shape)
+        a_idx = tf.broadcast_to(tf.range(num_anchors)[None, None, :], shape)
+        indices = tf.stack([b_idx, c_idx, a_idx], axis=-1)  # [B, M, A, 3]
+        m_idx = tf.broadcast_to(tf.range(1, max_boxes + 1)[None, :, None], shape)
+        updates = tf.where(assigned, m_idx, 0)
+        grid_shape = tf.stack([batch, height * width, num_anchors])
+        winner = tf.tensor_scatter_nd_max(tf.zeros(grid_shape, tf.int32), indices, updates) - 1
+
+        one_hot = tf.one_hot(gt["class"], self.num_classes, dtype=tf.float32)  # [B, M, C]
+        class_updates = one_hot[:, :, None, :] * tf.cast(assigned, tf.float32)[..., None]
+        class_shape = tf.concat([grid_shape, [self.num_classes]], axis=0)
+        class_targets = tf.tensor_scatter_nd_max(tf.zeros(class_shape, tf.float32), indices, class_updates)
+        return winner, class_targets
+
+    def assign(self, y_true, grid_sizes, input_size):
+        """Label assignment only: per scale ``gt_index [B, H*W, A]`` (-1: negative) and
+        ``class_targets [B, H*W, A, C]`` (unsmoothed). ``grid_sizes`` lists ``(H, W)`` per
+        scale, ``input_size`` is ``(height, width)`` in pixels."""
+        y_true = tf.cast(tf.convert_to_tensor(y_true), tf.float32)[..., :5]
+        gt = self._ground_truth(y_true, input_size)
+        result = []
+        for s, (height, width) in enumerate(grid_sizes):
+            winner, class_targets = self._assign_scale(gt, s, height, width)
+            result.append({"gt_index": winner, "class_targets": class_targets})
+        return result
+
+    # -------------------------------------------------------------------- loss
+    def _scale_loss(self, logits, gt, s, input_hw):
+        head = self.heads[s]
+        shape = tf.shape(logits)
+        batch, height, width = shape[0], shape[1], shape[2]
+        parts = split_head(logits, head.num_anchors, head.num_classes)  # [B, HW, A, 5+C]
+        raw_xy, raw_wh = parts[..., 0:2], parts[..., 2:4]
+        raw_obj, raw_cls = parts[..., 4], parts[..., 5:]
+        offsets = cell_offsets(height, width)  # [HW, 1, 2]
+        anchors = normalized_anchors(head, input_hw)  # [A, 2]
+        pred_xy = decode_xy(raw_xy, offsets, (height, width), head.scale_x_y)
+        pred_wh = decode_wh(raw_wh, anchors, head.new_coords)
+        pred_boxes = tf.concat([pred_xy - 0.5 * pred_wh, pred_xy + 0.5 * pred_wh], axis=-1)
+
+        winner, class_targets = self._assign_scale(gt, s, height, width)
+        positive = winner >= 0
+        pos = tf.cast(positive, tf.float32)
+
+        # Gather each positive's ground truth (index 0 for negatives; masked out below).
+        count = height * width * head.num_anchors
+        flat_winner = tf.reshape(tf.maximum(winner, 0), [batch, count])
+        gt_boxes = tf.reshape(tf.gather(gt["boxes"], flat_winner, batch_dims=1), tf.shape(pred_boxes))
+
+        box_term = self._box_term(head, gt_boxes, pred_boxes, raw_xy, raw_wh, offsets, anchors, (height, width))
+        box_loss = head.iou_normalizer * tf.reduce_sum(box_term * pos, axis=[1, 2])
+
+        # Ignore: non-positives whose prediction already overlaps some ground truth well.
+        flat_pred = tf.reshape(tf.stop_gradient(pred_boxes), [batch, count, 4])
+        overlaps = box_ops.pairwise_iou(flat_pred, gt["boxes"])  # [B, N, M]
+        overlaps = tf.where(gt["valid"][:, None, :], overlaps, -1.0)
+        best = tf.reduce_max(tf.concat([overlaps, -tf.ones_like(overlaps[..., :1])], -1), axis=-1)
+        ignore = tf.reshape(best > head.ignore_thresh, tf.shape(winner)) & ~positive
+        obj_weight = 1.0 - tf.cast(ignore, tf.float32)
+        obj_loss = head.obj_normalizer * tf.reduce_sum(obj_weight * _bce(pos, raw_obj), axis=[1, 2])
+
+        eps = head.label_smoothing
+        cls_labels = class_targets * (1.0 - eps) + 0.5 * eps
+        cls_term = tf.reduce_sum(_bce(cls_labels, raw_cls), axis=-1)
+        cls_loss = head.cls_normalizer * tf.reduce_sum(cls_term * pos, axis=[1, 2])
+        return box_loss, obj_loss, cls_loss
+
+    @staticmethod
+    def _box_term(head, gt_boxes, pred_boxes, raw_xy, raw_wh, offsets, anchors, grid_hw):
+        """Per-cell box loss (before ``iou_normalizer`` and the positive mask)."""
+        if head.iou_loss != "mse":
+            return 1.0 - box_ops.box_iou(pred_boxes, gt_boxes, kind=head.iou_loss)
+        height, width = grid_hw
+        grid = tf.cast(tf.stack([width, height]), tf.float32)
+        gt_xywh = box_ops.xyxy_to_xywh(gt_boxes)
+        gt_xy, gt_wh = gt_xywh[..., 0:2], gt_xywh[..., 2:4]
+        target_xy = gt_xy * grid - offsets  # position inside the cell, [0, 1]
+        s, shift = head.scale_x_y, 0.5 * (head.scale_x_y - 1.0)
+        if head.new_coords:
+            loss_xy = 0.5 * tf.square(tf.sigmoid(raw_xy) * s - shift - target_xy)
+            target_wh = 0.5 * tf.sqrt(tf.maximum(gt_wh / anchors, 0.0))
+            loss_wh = 0.5 * tf.square(tf.sigmoid(raw_wh) - target_wh)
+        else:
+            # Darknet's delta on x is (t - (s sigmoid - shift)) applied to the logit: the
+            # gradient of s * BCE(u, sigmoid) with u = (t + shift) / s.
+            u = tf.clip_by_value((target_xy + shift) / s, 0.0, 1.0)
+            loss_xy = s * (_bce(u, raw_xy) - _binary_entropy(u))
+            target_wh = tf.math.log(tf.maximum(gt_wh / anchors, _LOG_EPS))
+            loss_wh = 0.5 * tf.square(raw_wh - target_wh)
+        scale = 2.0 - gt_wh[..., 0] * gt_wh[..., 1]
+        return scale * tf.reduce_sum(loss_xy + loss_wh, axis=-1)
+
+    def per_image(self, y_true, y_pred):
+        """Loss terms per image, float32 ``[batch]`` each: ``box``, ``obj``, ``cls``, ``total``."""
+        with tf.name_scope(self.name):
+            y_true, y_pred = self._check(y_true, y_pred)
+            first = tf.shape(y_pred[0])
+            input_hw = (first[1] * self.heads[0].stride, first[2] * self.heads[0].stride)
+            gt = self._ground_truth(y_true, input_hw)
+            terms = {"box": [], "obj": [], "cls": []}
+            for s, logits in enumerate(y_pred):
+                box_loss, obj_loss, cls_loss = self._scale_loss(logits, gt, s, input_hw)
+                terms["box"].append(box_loss)
+                terms["obj"].append(obj_loss)
+                terms["cls"].append(cls_loss)
+            result = {key: tf.add_n(values) for key, values in terms.items()}
+            result["total"] = result["box"] + result["obj"] + result["cls"]
+            return result
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        """Scalar loss: per-image totals (optionally weighted) summed, divided by the batch size."""
+        total = self.per_image(y_true, y_pred)["total"]
+        return reduce_over_batch(total, sample_weight)
+
+
+def reduce_over_batch(values, sample_weight=None):
+    """``sum(w * values) / batch`` (Keras' "sum_over_batch_size"), float32."""
+    values = tf.cast(values, tf.float32)
+    if sample_weight is not None:
+        weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        values = values * weight
+    batch = tf.cast(tf.shape(values)[0], tf.float32)
+    return tf.math.divide_no_nan(tf.reduce_sum(values), batch)
+
+
+__all__ = ["YoloLoss", "reduce_over_batch"]

@@ -16,3 +16,23 @@ from keras_csp.models import (  # noqa: E402
 )
 from keras_csp.profiling import profile  # noqa: E402
 from keras_csp import zoo  # noqa: E402
+from keras_csp.models import (  # noqa: E402  (small and mobile backbones; issue 4)
+    CSPDarknet53Elastic,
+    CSPDenseNet201,
+    CSPDenseNet201Elastic,
+    CSPDenseNetbRef,
+    CSPDenseNetRef,
+    CSPMobileNetV2,
+    CSPPeleeNet,
+    CSPPeleeNetbRef,
+    CSPPeleeNetRef,
+    CSPResNet10,
+    CSPResNet50Elastic,
+    CSPResNeXt50Elastic,
+    DarknetRef,
+    DenseNet201,
+    DenseNet201Elastic,
+    MobileNetV2,
+    PeleeNet,
+    ResNet10,
+)

@@ -30,6 +30,31 @@ for _act in ("leaky", "mish", "swish", "relu"):
     VARIANTS[f"resnet50-{_act}"] = ("ResNet50", {"activation": _act})
     VARIANTS[f"resnext50-{_act}"] = ("ResNeXt50", {"activation": _act})
 
+# Small and mobile backbones (issue 4): builders, cfg names of the reference repo and the
+# Table 3 / README variants (swish, SE, mish).
+for _name in models.SMALL_BACKBONES:
+    BACKBONES[_name] = getattr(models, _name)
+VARIANTS.update({
+    "darknet": ("DarknetRef", {}),
+    "resnet10": ("ResNet10", {}),
+    "mobilenet-v2": ("MobileNetV2", {}),
+    "csmobilenet-v2": ("CSPMobileNetV2", {}),
+    "densenet201": ("DenseNet201", {}),
+    "densenet201-elastic": ("DenseNet201Elastic", {}),
+    "csdensenet201-elastic": ("CSPDenseNet201Elastic", {}),
+    "csdarknet53-elastic": ("CSPDarknet53Elastic", {}),
+    "csresnet50-elastic": ("CSPResNet50Elastic", {}),
+    "csresnext50-elastic": ("CSPResNeXt50Elastic", {}),
+    "peleenet-swish": ("PeleeNet", {"activation": "swish"}),
+    "peleenet-swish-se": ("PeleeNet", {"activation": "swish", "se": True}),
+    "peleenet-mish": ("PeleeNet", {"activation": "mish"}),
+    "csppeleenet-swish": ("CSPPeleeNet", {"activation": "swish"}),
+    "csppeleenet-swish-se": ("CSPPeleeNet", {"activation": "swish", "se": True}),
+    "csppeleenet-mish": ("CSPPeleeNet", {"activation": "mish"}),
+})
+for _act in ("leaky", "mish", "swish", "relu"):
+    VARIANTS[f"densenet201-{_act}"] = ("DenseNet201", {"activation": _act})
+
 
 def names():
     """All buildable names: builder names and cfg-style variant names."""

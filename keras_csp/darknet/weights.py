@@ -302,7 +302,9 @@ def _conv_kernel_to_keras(layer, keras_layer, weights):
     if isinstance(keras_layer, keras_dense()):
         return weights.reshape(n, per_group).T
     if isinstance(keras_layer, keras_depthwise()):
-        channels, multiplier = keras_layer.depthwise_kernel.shape[2:]
+        # tf_keras names the kernel `depthwise_kernel`, Keras 3 `kernel`.
+        kernel = getattr(keras_layer, "depthwise_kernel", None)
+        channels, multiplier = (keras_layer.kernel if kernel is None else kernel).shape[2:]
         return weights.reshape(channels, multiplier, k, k).transpose(2, 3, 0, 1)
     return weights.transpose(2, 3, 1, 0)
 

@@ -15,3 +15,34 @@ __all__ = [
     "CSPDarknet53", "CSPResNet50", "CSPResNeXt50", "ConvSpec", "Darknet53", "ResNeXt50",
     "ResNet50", "StageSpec", "build_stage", "feature_extractor", "preprocess_input", "pyramid_outputs",
 ]
+
+# Small and mobile backbones (issue 4): PeleeNet family, Reference nets, ResNet-10,
+# MobileNet-v2, DenseNet-201 and the Elastic variants.
+from keras_csp.models.densenet import (  # noqa: E402
+    CSPDenseNet201,
+    CSPDenseNet201Elastic,
+    DenseNet201,
+    DenseNet201Elastic,
+)
+from keras_csp.models.elastic import CSPDarknet53Elastic, CSPResNet50Elastic, CSPResNeXt50Elastic  # noqa: E402
+from keras_csp.models.small import (  # noqa: E402
+    CSPDenseNetbRef,
+    CSPDenseNetRef,
+    CSPMobileNetV2,
+    CSPPeleeNet,
+    CSPPeleeNetbRef,
+    CSPPeleeNetRef,
+    CSPResNet10,
+    DarknetRef,
+    MobileNetV2,
+    PeleeNet,
+    ResNet10,
+)
+
+SMALL_BACKBONES = [
+    "CSPDarknet53Elastic", "CSPDenseNet201", "CSPDenseNet201Elastic", "CSPDenseNetRef", "CSPDenseNetbRef",
+    "CSPMobileNetV2", "CSPPeleeNet", "CSPPeleeNetRef", "CSPPeleeNetbRef", "CSPResNeXt50Elastic",
+    "CSPResNet10", "CSPResNet50Elastic", "DarknetRef", "DenseNet201", "DenseNet201Elastic", "MobileNetV2",
+    "PeleeNet", "ResNet10",
+]
+__all__ += SMALL_BACKBONES

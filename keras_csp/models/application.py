@@ -18,9 +18,12 @@ POOLINGS = (None, "avg", "max")
 class BackboneSpec:
     """Everything that defines a backbone family member.
 
-    ``stem`` holds ConvSpecs and the string "maxpool" (Darknet 2x2/2 max-pool);
-    ``levels[i]`` is the pyramid level (P{n}: 2**n times smaller than the input) of
-    the output of ``stages[i]``.
+    ``stem`` holds ConvSpecs, the string "maxpool" (Darknet 2x2/2 max-pool) and stem blocks
+    (objects with ``build(x, activation, name, registry)``, e.g. PeleeNet's
+    :class:`~keras_csp.models.blocks.PeleeStem`); ``levels[i]`` is the pyramid level
+    (P{n}: 2**n times smaller than the input) of the output of ``stages[i]``. ``top`` is
+    "pool_conv" (global average pool, then the 1x1 classifier conv: most cfgs) or
+    "conv_pool" (classifier conv on the feature map, then the pool: the densenet201 cfg).
     """
 
     name: str
@@ -29,6 +32,7 @@ class BackboneSpec:
     levels: tuple
     activation: str = "leaky"
     default_size: int = 256
+    top: str = "pool_conv"
 
 
 def preprocess_input(x):
@@ -110,6 +114,8 @@ def build_application(
     for i, conv in enumerate(spec.stem, start=1):
         if conv == "maxpool":
             x = keras.layers.MaxPooling2D(2, 2, padding="same", name="stem_pool")(x)
+        elif hasattr(conv, "build"):
+            x = conv.build(x, activation, f"stem{i}", registry)
         else:
             x = conv_bn_act(
                 x, conv.filters, conv.size, conv.stride, conv.groups,
@@ -120,7 +126,12 @@ def build_application(
         x = build_stage(x, stage, activation, f"stage{i}", registry, fusion=fusion)
         x = keras.layers.Identity(name=f"P{level}")(x)
 
-    if include_top:
+    if include_top and spec.top == "conv_pool":
+        x = conv_bn_act(x, classes, 1, batch_normalize=False, activation="linear", name="predictions", registry=registry)
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if classifier_activation is not None:
+            x = keras.layers.Activation(classifier_activation, name="probabilities")(x)
+    elif include_top:
         x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool")(x)
         x = conv_bn_act(x, classes, 1, batch_normalize=False, activation="linear", name="predictions", registry=registry)
         x = keras.layers.Flatten(name="predictions_flat")(x)

@@ -5,6 +5,10 @@ Families (Darknet, ResNet, ResNeXt, ...) differ only by the :class:`StageSpec` v
 paper's ablations (partial ratio gamma, fusion first / last, Figure 3 and Table 1) are
 arguments, not new code. Conv blocks are created in the order of the authors' Darknet cfgs and
 their names are appended to ``registry`` so Darknet ``.weights`` map onto them in order.
+
+The small and mobile backbones (issue 4) use the same builder with more block kinds (see
+:mod:`keras_csp.models.blocks`), pooling in ``down``, a channel-slice split, explicit cross /
+main convs and several block runs per stage; every new field defaults to the old behaviour.
 """
 
 import dataclasses
@@ -12,9 +16,14 @@ from typing import Optional, Tuple
 
 from keras_csp.backend import keras
 from keras_csp.layers import DarknetShortcut, activation_layer, conv_bn_act
+from keras_csp.models import blocks as _blocks
 
 FUSIONS = ("both", "first", "last")
-BLOCKS = ("darknet", "bottleneck")
+BLOCKS = ("darknet", "bottleneck") + tuple(_blocks.BLOCK_BUILDERS)
+SPLITS = ("conv", "slice")
+# Pooling entries allowed in ``StageSpec.down``: Darknet's 2x2/2 max-pool, PeleeNet's 2x2/2
+# average pool (both with TF "same" padding, which is Darknet's for 2x2/2).
+POOLS = ("maxpool", "avgpool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,18 +42,36 @@ class StageSpec:
     """A stage of a backbone, in the terms of the Darknet cfgs.
 
     Attributes:
-        down: convs applied first (e.g. the 3x3 stride-2 conv of a Darknet stage).
+        down: convs applied first (e.g. the 3x3 stride-2 conv of a Darknet stage); may also
+            hold "maxpool" / "avgpool" (2x2/2 pools).
         num_blocks: residual blocks.
         block: "darknet" (1x1 hidden -> 3x3 out, linear add) or "bottleneck"
-            (1x1 -> 3x3 (grouped) -> 1x1 linear, add, activation).
+            (1x1 -> 3x3 (grouped) -> 1x1 linear, add, activation); or one of
+            :data:`keras_csp.models.blocks.BLOCK_BUILDERS` ("basic", "dense",
+            "two_way_dense", "inverted").
         hidden, out: block widths; ``groups`` for the 3x3 conv.
         block_stride: stride of the first block's 3x3 conv (plain ResNets downsample there).
         csp: whether the stage is a Cross Stage Partial stage.
         split: (cross, main) widths of the two 1x1 convs that both read the stage input;
             ``cross`` skips the blocks, ``main`` feeds them (cfg order: cross first).
         split_activation: activation of the split convs (None: the model's).
-        transition: width of the 1x1 conv after the blocks (fusion "both" and "last").
-        fusion_filters: width of the 1x1 conv after the concatenation ("both" and "first").
+        transition: width of the 1x1 conv after the blocks (fusion "both" and "last"); 0: none.
+            Plain stages get it too when it is not 0 (DenseNet / PeleeNet transitions).
+        fusion_filters: width of the 1x1 conv after the concatenation ("both" and "first");
+            0: none.
+        growth: new channels per dense layer ("dense", "two_way_dense").
+        depth_multiplier: depthwise multiplier of "inverted" blocks.
+        se: squeeze width of a squeeze-and-excitation on each dense layer's new features
+            (0: none).
+        elastic: run "darknet" / "bottleneck" blocks in the Elastic form of the -elastic
+            cfgs (two channel halves, one at half resolution); ``hidden`` is per branch.
+        split_mode: "conv" (two 1x1 convs, the cfgs) or "slice" (channels ``[:cross]`` and
+            ``[cross:cross+main]`` of the input, Section 3.1's split "through channel").
+        cross_convs, main_convs: explicit convs of the cross / main path instead of the
+            split (csmobilenet-v2: a depthwise 3x3/2 on the cross path).
+        then: further block runs of the main path after this spec's ``num_blocks``; only
+            their block fields (num_blocks, block, hidden, out, groups, block_stride,
+            growth, depth_multiplier, se, elastic) are read.
     """
 
     down: Tuple[ConvSpec, ...] = ()
@@ -59,6 +86,14 @@ class StageSpec:
     split_activation: Optional[str] = None
     transition: int = 0
     fusion_filters: int = 0
+    growth: int = 0
+    depth_multiplier: int = 1
+    se: int = 0
+    elastic: bool = False
+    split_mode: str = "conv"
+    cross_convs: Tuple[ConvSpec, ...] = ()
+    main_convs: Tuple[ConvSpec, ...] = ()
+    then: Tuple["StageSpec", ...] = ()
 
 
 def _round_width(width, divisor):
@@ -73,6 +108,11 @@ def apply_partial_ratio(spec, ratio):
         return spec
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"partial_ratio must be in (0, 1), got {ratio}")
+    if spec.split_mode != "conv" or spec.cross_convs or spec.main_convs:
+        raise ValueError(
+            "apply_partial_ratio rescales stages split by two 1x1 convs; a channel-slice or "
+            "explicit-conv split is rescaled by its family's builder"
+        )
     divisor = 8 * spec.groups // _gcd(8, spec.groups)
     main_scale, cross_scale = 2.0 * ratio, 2.0 * (1.0 - ratio)
     cross, main = spec.split
@@ -114,7 +154,11 @@ def residual_block(x, spec, activation, stride, name, registry):
 
 
 def _conv(x, conv, activation, name, registry):
-    return conv_bn_act(
+    if conv in POOLS:
+        pool = keras.layers.MaxPooling2D if conv == "maxpool" else keras.layers.AveragePooling2D
+        return pool(2, 2, padding="same", name=name.replace("_down", "_pool"))(x)
+    # conv_block is conv_bn_act, or a DepthwiseConv2D when groups equals the input channels.
+    return _blocks.conv_block(
         x,
         conv.filters,
         conv.size,
@@ -126,6 +170,57 @@ def _conv(x, conv, activation, name, registry):
     )
 
 
+def _block(x, spec, activation, stride, name, registry):
+    """One block of ``spec.block`` kind (residual_block for the cfgs' darknet / bottleneck)."""
+    if spec.block not in BLOCKS:
+        raise ValueError(f"{name}: block must be one of {BLOCKS}, got {spec.block!r}")
+    if spec.elastic:
+        return _blocks.elastic_block(x, spec, activation, stride, name, registry)
+    if spec.block in _blocks.BLOCK_BUILDERS:
+        return _blocks.BLOCK_BUILDERS[spec.block](x, spec, activation, stride, name, registry)
+    return residual_block(x, spec, activation, stride, name, registry)
+
+
+def _blocks_of(x, spec, activation, name, registry):
+    """Every block run of the main path: ``spec`` then ``spec.then``, named block1, block2..."""
+    index = 0
+    for run in (spec,) + tuple(spec.then):
+        for b in range(run.num_blocks):
+            index += 1
+            stride = run.block_stride if b == 0 else 1
+            x = _block(x, run, activation, stride, f"{name}_block{index}", registry)
+    return x
+
+
+def _split(x, spec, split_act, name, registry):
+    """(cross, main) tensors of a CSP stage, cross first in cfg order."""
+    if spec.cross_convs or spec.main_convs:
+        cross, main = x, x
+        for i, conv in enumerate(spec.cross_convs, start=1):
+            suffix = str(i) if len(spec.cross_convs) > 1 else ""
+            cross = _conv(cross, conv, split_act, f"{name}_cross{suffix}", registry)
+        for i, conv in enumerate(spec.main_convs, start=1):
+            suffix = str(i) if len(spec.main_convs) > 1 else ""
+            main = _conv(main, conv, split_act, f"{name}_main{suffix}", registry)
+        return cross, main
+    cross_width, main_width = spec.split
+    if spec.split_mode == "slice":
+        channels = x.shape[-1]
+        if cross_width + main_width != channels:
+            raise ValueError(
+                f"{name}: a slice split needs cross + main == input channels; got split="
+                f"{spec.split} for {channels} channels"
+            )
+        cross = _blocks.ChannelRange(0, cross_width, name=f"{name}_cross")(x)
+        main = _blocks.ChannelRange(cross_width, channels, name=f"{name}_main")(x)
+        return cross, main
+    if spec.split_mode != "conv":
+        raise ValueError(f"{name}: split_mode must be one of {SPLITS}, got {spec.split_mode!r}")
+    cross = conv_bn_act(x, cross_width, 1, activation=split_act, name=f"{name}_cross", registry=registry)
+    main = conv_bn_act(x, main_width, 1, activation=split_act, name=f"{name}_main", registry=registry)
+    return cross, main
+
+
 def build_stage(x, spec, activation, name, registry, fusion="both"):
     """Apply one stage to ``x``; see :class:`StageSpec`. ``fusion`` is Figure 3's choice:
     "both" (the cfgs: transition, concat, transition), "first" or "last"."""
@@ -134,20 +229,19 @@ def build_stage(x, spec, activation, name, registry, fusion="both"):
     for i, conv in enumerate(spec.down, start=1):
         x = _conv(x, conv, activation, f"{name}_down{i}" if len(spec.down) > 1 else f"{name}_down", registry)
     if not spec.csp:
-        for b in range(spec.num_blocks):
-            stride = spec.block_stride if b == 0 else 1
-            x = residual_block(x, spec, activation, stride, f"{name}_block{b + 1}", registry)
+        x = _blocks_of(x, spec, activation, name, registry)
+        if spec.transition:
+            x = conv_bn_act(x, spec.transition, 1, activation=activation, name=f"{name}_transition",
+                            registry=registry)
         return x
 
     split_act = spec.split_activation or activation
-    cross_width, main_width = spec.split
-    cross = conv_bn_act(x, cross_width, 1, activation=split_act, name=f"{name}_cross", registry=registry)
-    main = conv_bn_act(x, main_width, 1, activation=split_act, name=f"{name}_main", registry=registry)
-    for b in range(spec.num_blocks):
-        main = residual_block(main, spec, activation, 1, f"{name}_block{b + 1}", registry)
-    if fusion in ("both", "last"):
-        main = conv_bn_act(main, spec.transition, 1, activation=activation, name=f"{name}_transition", registry=registry)
+    cross, main = _split(x, spec, split_act, name, registry)
+    main = _blocks_of(main, spec, activation, name, registry)
+    if fusion in ("both", "last") and spec.transition:
+        main = conv_bn_act(main, spec.transition, 1, activation=activation, name=f"{name}_transition",
+                           registry=registry)
     x = keras.layers.Concatenate(name=f"{name}_concat")([main, cross])
-    if fusion in ("both", "first"):
+    if fusion in ("both", "first") and spec.fusion_filters:
         x = conv_bn_act(x, spec.fusion_filters, 1, activation=activation, name=f"{name}_fusion", registry=registry)
     return x

@@ -36,3 +36,4 @@ from keras_csp.models import (  # noqa: E402  (small and mobile backbones; issue
     PeleeNet,
     ResNet10,
 )
+from keras_csp import detectors  # noqa: E402  (YOLO detectors, necks, NMS; issue 5)

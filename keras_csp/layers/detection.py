@@ -87,7 +87,7 @@ class SpatialAttention(keras.layers.Layer):
         return {**super().get_config(), "activation": self.activation}
 
 
-def _head_constants(height, width, anchors, num_classes, stride, input_hw):
+def _head_constants(height, width, anchors, stride, input_hw):
     """Static per-row constants of one scale: cell offsets and normalised anchors, [N, 2]."""
     num_anchors = len(anchors)
     rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
@@ -143,9 +143,7 @@ class YoloDecode(keras.layers.Layer):
             )
         depth = 5 + head.num_classes
         count = height * width * head.num_anchors
-        offsets, sizes = _head_constants(
-            height, width, head.anchors, head.num_classes, head.stride, self.input_size
-        )
+        offsets, sizes = _head_constants(height, width, head.anchors, head.stride, self.input_size)
         rows = tf.reshape(tf.cast(logits, tf.float32), [-1, count, depth])
         xy = tf.math.sigmoid(rows[..., 0:2])
         if head.scale_x_y != 1.0:

@@ -1,0 +1,249 @@
+"""The paper's detectors by name, each one entry of ``DETECTORS`` built by ``YOLODetector``.
+
+Exact (the authors' Darknet cfgs, same conv blocks in the same order, so Darknet
+``.weights`` load): CSPResNeXt50-PANet-SPP, CSPDarknet53-PANet-SPP, CSPResNet50-PANet-SPP
+(cs*-panet-spp.cfg), YOLOv3 (yolov3.cfg) and YOLOv3-SPP (yolov3-spp.cfg).
+
+Reconstructions (no cfg was ever published): the small detectors of Table 2 and Table 4,
+EFM / EFM(SAM) / EFM(SPP) / GFM / PRN / PRN-3l on CSPPeleeNet, PeleeNet and the CSP
+Reference nets. Their neck structure follows the paper's text (EFM, GFM) or
+yolov3-tiny-prn.cfg (PRN); the neck widths are the only free choice and were picked to
+reach the paper's BFLOPs and parameter counts (all within 5%, see docs/detectors.md and
+tests/test_detectors_small.py). Their backbones are themselves reconstructions
+(``keras_csp.models.small``).
+"""
+
+import dataclasses
+from typing import Optional
+
+from keras_csp.detectors.detector import YOLODetector
+from keras_csp.detectors.heads import TINY_ANCHORS, TINY_PRN_ANCHORS, YOLOV3_ANCHORS
+from keras_csp.detectors.necks import EFM, GFM, PRN
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorSpec:
+    """One named detector: backbone builder name, neck, default input side, origin, and the
+    published counts it is held to: ``targets`` is ``((size, BFLOPs, kernel weights or
+    None), ...)`` (Darknet's own figures for exact cfgs, the paper's tables otherwise)."""
+
+    name: str
+    backbone: str
+    neck: object
+    input_size: int
+    source: str
+    targets: tuple = ()
+    anchors: tuple = YOLOV3_ANCHORS
+    head_options: Optional[dict] = None
+    backbone_kwargs: Optional[dict] = None
+    exact: bool = True
+    matching_anchors: Optional[tuple] = None
+
+
+_CFG_HEAD = {"ignore_thresh": 0.7}  # every [yolo] of these cfgs; truth_thresh=1 is the no-op
+
+DETECTORS = {}
+
+
+def _exact(name, backbone, neck, size, source, targets):
+    DETECTORS[name] = DetectorSpec(name, backbone, neck, size, source, targets,
+                                   head_options=_CFG_HEAD)
+
+
+_exact("CSPResNeXt50-PANet-SPP", "CSPResNeXt50", "panet_spp", 512,
+       "reference-repo cfg/csresnext50-panet-spp.cfg (416 there; the paper's main size is 512)",
+       ((512, 71.344, 56_853_440), (416, 47.098, 56_853_440), (608, 100.6, 56.9e6),
+        (320, 27.9, 56.9e6)))
+_exact("CSPDarknet53-PANet-SPP", "CSPDarknet53", "panet_spp", 416,
+       "reference-repo cfg/csdarknet53-panet-spp.cfg", ((416, 60.137, 64_296_032),))
+_exact("CSPResNet50-PANet-SPP", "CSPResNet50", "panet_spp", 416,
+       "reference-repo cfg/csresnet50-panet-spp.cfg", ((416, 49.313, 58_256_832),))
+_exact("YOLOv3", "Darknet53", "fpn", 416, "darknet cfg/yolov3.cfg",
+       ((416, 65.9, 62.3e6), (608, 140.7, 62.3e6), (320, 39.0, 62.3e6)))
+_exact("YOLOv3-SPP", "Darknet53", "fpn_spp", 608, "darknet cfg/yolov3-spp.cfg",
+       ((608, 141.531, 62_944_352),))
+
+
+def _small(name, backbone, neck, size, source, targets):
+    two_levels = len(neck.levels) == 2
+    DETECTORS[name] = DetectorSpec(
+        name, backbone, neck, size, source, targets, exact=False, head_options=_CFG_HEAD,
+        anchors=TINY_PRN_ANCHORS if two_levels else YOLOV3_ANCHORS,
+        matching_anchors=TINY_ANCHORS if two_levels else None,
+    )
+
+
+# Table 2 (CSPPeleeNet backbone, 416x416) and Table 4.
+_PELEE_EFM = (64, 112, 224)
+_small("CSPPeleeNet-EFM(SAM)", "CSPPeleeNet", EFM(_PELEE_EFM, attention="sam"), 416,
+       "Table 4 and Table 2", ((416, 5.068, 4.31e6), (512, 7.68, 4.31e6)))
+_small("CSPPeleeNet-EFM", "CSPPeleeNet", EFM(_PELEE_EFM), 416, "Table 2", ((416, 4.868, None),))
+_small("CSPPeleeNet-EFM(SPP)", "CSPPeleeNet", EFM(_PELEE_EFM, spp=True), 416, "Table 2",
+       ((416, 4.863, None),))
+_small("CSPPeleeNet-GFM", "CSPPeleeNet", GFM(_PELEE_EFM), 416, "Table 2", ((416, 4.605, None),))
+_small("CSPPeleeNet-PRN", "CSPPeleeNet", PRN((128, 256)), 416,
+       "Table 2 (head of yolov3-tiny-prn.cfg)", ((416, 3.590, None),))
+_small("CSPPeleeNet-PRN-3l", "CSPPeleeNet", PRN((128, 128, 256), ("P3", "P4", "P5")), 416,
+       "Table 2", ((416, 4.586, None),))
+_small("PeleeNet-PRN", "PeleeNet", PRN((128, 256)), 416, "Table 4", ((416, 4.04, 3.16e6),))
+# Table 4, 320x320. The Reference nets end with a stride-64 stage (darknet.cfg's layout):
+# EFM fuses it into P5 (the "s + 1" of P5); the PRN heads read P4 and P5 only, so that
+# stage is not part of those detectors.
+_REF_EFM = (96, 128, 224)
+_small("CSPPeleeNet-Ref-EFM(SAM)", "CSPPeleeNetRef", EFM(_REF_EFM, attention="sam"), 320,
+       "Table 4", ((320, 3.43, 5.67e6),))
+_small("CSPDenseNet-Ref-EFM(SAM)", "CSPDenseNetRef", EFM(_REF_EFM, attention="sam"), 320,
+       "Table 4", ((320, 2.89, 5.05e6),))
+_small("CSPPeleeNet-Ref-PRN", "CSPPeleeNetRef", PRN((160, 512)), 320, "Table 4",
+       ((320, 2.56, 4.59e6),))
+_small("CSPPeleeNet-Ref-PRN(3l)", "CSPPeleeNetRef", PRN((128, 160, 512), ("P3", "P4", "P5")),
+       320, "Table 4", ((320, 3.15, 4.79e6),))
+_small("CSPDenseNet-Ref-PRN", "CSPDenseNetRef", PRN((128, 512)), 320, "Table 4",
+       ((320, 2.01, 3.97e6),))
+_small("CSPDenseNetb-Ref-PRN", "CSPDenseNetbRef", PRN((256, 160)), 320, "Table 4",
+       ((320, 1.59, 1.87e6),))
+
+
+def _backbone(name, **kwargs):
+    """Build backbone ``name`` from the zoo, or from ``keras_csp.models.small``."""
+    from keras_csp import zoo
+
+    if name in getattr(zoo, "BACKBONES", {}) or name in getattr(zoo, "VARIANTS", {}):
+        return zoo.build(name, **kwargs)
+    from keras_csp.models import small
+
+    builder = getattr(small, name, None)
+    if builder is None:
+        raise ValueError(f"Unknown backbone {name!r} for a named detector.")
+    return builder(**kwargs)
+
+
+def build_detector(
+    spec,
+    num_classes=80,
+    input_shape=None,
+    weights=None,
+    backbone_weights=None,
+    anchors=None,
+    head_options=None,
+    nms=None,
+    name=None,
+):
+    """Build the named detector ``spec`` (a ``DetectorSpec`` or a key of ``DETECTORS``)."""
+    if isinstance(spec, str):
+        if spec not in DETECTORS:
+            raise ValueError(f"Unknown detector {spec!r}; known: {', '.join(sorted(DETECTORS))}.")
+        spec = DETECTORS[spec]
+    if input_shape is None:
+        input_shape = (spec.input_size, spec.input_size, 3)
+    backbone = _backbone(
+        spec.backbone, include_top=False, input_shape=tuple(input_shape),
+        weights=backbone_weights, **(spec.backbone_kwargs or {}),
+    )
+    options = spec.head_options if head_options is None else head_options
+    detector = YOLODetector(
+        backbone, spec.neck, num_classes=num_classes,
+        anchors=spec.anchors if anchors is None else anchors,
+        head_options=options, matching_anchors=spec.matching_anchors, nms=nms,
+        name=name or spec.name.replace("-", "_").replace("(", "").replace(")", ""),
+    )
+    if weights is not None:
+        path = str(weights)
+        if path.endswith(".weights"):
+            detector.load_darknet_weights(path)
+        else:
+            detector.load_weights(path)
+    return detector
+
+
+def report(names=None):
+    """Rows ``(name, size, measured BFLOPs, target, measured weights, target)`` of the named
+    detectors (all by default) at every size of their ``targets``; builds each one."""
+    import keras_csp
+
+    rows = []
+    for key in names or DETECTORS:
+        spec = DETECTORS[key]
+        for size, bflops, params in spec.targets:
+            detector = build_detector(spec, input_shape=(size, size, 3))
+            prof = keras_csp.profile(detector.detector)
+            rows.append((key, size, prof.bflops, bflops, prof.params, params))
+    return rows
+
+
+_DOC = """The {name} detector ({kind}; {source}).
+
+    {structure}
+    Published counts: {targets}.
+
+    Args:
+        num_classes: classes (80 for COCO; the head widths follow).
+        input_shape: (height, width, 3), multiples of 32; default ({size}, {size}, 3). Use
+            (None, None, 3) for any size (then ``predict`` works, ``YoloDecode`` does not).
+        weights: a Darknet ``.weights`` file of the whole detector (conv blocks in
+            ``darknet_blocks`` order) or a Keras weights file.
+        backbone_weights: weights of the backbone alone ("imagenet" or a path), loaded
+            before the neck and head are added.
+        anchors: (w, h) pixel anchors per level (default: the cfg's).
+        head_options: HeadSpec loss options (default: the cfg's, ignore_thresh=0.7).
+        nms: NMSConfig or dict used by ``predict``.
+        name: model name.
+
+    Returns a ``keras_csp.detectors.Detector``: ``fit`` trains it on ``(images, boxes)``,
+    ``predict`` returns boxes, ``detector.detector`` is the raw functional network.
+    """
+
+
+def _make(key):
+    spec = DETECTORS[key]
+
+    def builder(num_classes=80, input_shape=None, weights=None, backbone_weights=None,
+                anchors=None, head_options=None, nms=None, name=None):
+        return build_detector(spec, num_classes, input_shape, weights, backbone_weights,
+                              anchors, head_options, nms, name)
+
+    builder.__name__ = builder.__qualname__ = (
+        key.replace("-", "").replace("(", "").replace(")", "").replace(".", "")
+    )
+    if spec.exact:
+        structure = (
+            f"Backbone {spec.backbone}, neck {spec.neck!r}: the cfg's conv blocks in the cfg's\n"
+            "    order (``detector.darknet_blocks``), so the authors' Darknet weights load."
+        )
+    else:
+        structure = (
+            f"No cfg was published. Backbone {spec.backbone} (keras_csp.models.small, itself a\n"
+            f"    reconstruction), neck {spec.neck!r}: the neck widths were\n"
+            "    picked to reach the paper's counts (docs/detectors.md)."
+        )
+    targets = "; ".join(
+        f"{b} BFLOPs" + (f", {p / 1e6:.2f}M weights" if p else "") + f" @{size}"
+        for size, b, p in spec.targets
+    )
+    builder.__doc__ = _DOC.format(
+        name=key, kind="exact cfg" if spec.exact else "reconstruction", source=spec.source,
+        size=spec.input_size, structure=structure, targets=targets,
+    )
+    return builder
+
+
+CSPResNeXt50PANetSPP = _make("CSPResNeXt50-PANet-SPP")
+CSPDarknet53PANetSPP = _make("CSPDarknet53-PANet-SPP")
+CSPResNet50PANetSPP = _make("CSPResNet50-PANet-SPP")
+YOLOv3 = _make("YOLOv3")
+YOLOv3SPP = _make("YOLOv3-SPP")
+CSPPeleeNetEFMSAM = _make("CSPPeleeNet-EFM(SAM)")
+CSPPeleeNetRefEFMSAM = _make("CSPPeleeNet-Ref-EFM(SAM)")
+CSPDenseNetRefEFMSAM = _make("CSPDenseNet-Ref-EFM(SAM)")
+CSPPeleeNetRefPRN = _make("CSPPeleeNet-Ref-PRN")
+CSPPeleeNetRefPRN3l = _make("CSPPeleeNet-Ref-PRN(3l)")
+CSPDenseNetRefPRN = _make("CSPDenseNet-Ref-PRN")
+CSPDenseNetbRefPRN = _make("CSPDenseNetb-Ref-PRN")
+PeleeNetPRN = _make("PeleeNet-PRN")
+
+__all__ = [
+    "CSPDarknet53PANetSPP", "CSPDenseNetRefEFMSAM", "CSPDenseNetRefPRN", "CSPDenseNetbRefPRN",
+    "CSPPeleeNetEFMSAM", "CSPPeleeNetRefEFMSAM", "CSPPeleeNetRefPRN", "CSPPeleeNetRefPRN3l",
+    "CSPResNeXt50PANetSPP", "CSPResNet50PANetSPP", "DETECTORS", "DetectorSpec", "PeleeNetPRN",
+    "YOLOv3", "YOLOv3SPP", "build_detector", "report",
+]

@@ -56,16 +56,28 @@ for _act in ("leaky", "mish", "swish", "relu"):
     VARIANTS[f"densenet201-{_act}"] = ("DenseNet201", {"activation": _act})
 
 
+def _detectors():
+    from keras_csp.detectors.builders import DETECTORS
+
+    return DETECTORS
+
+
 def names():
-    """All buildable names: builder names and cfg-style variant names."""
-    return sorted(BACKBONES) + sorted(VARIANTS)
+    """All buildable names: backbones, cfg-style variant names and detectors."""
+    return sorted(BACKBONES) + sorted(VARIANTS) + sorted(_detectors())
 
 
 def build(name, **kwargs):
-    """Build a model by builder name (``CSPDarknet53``) or cfg name (``csdarknet53-omega``)."""
+    """Build a model by builder name (``CSPDarknet53``), cfg name (``csdarknet53-omega``) or
+    detector name (``CSPDarknet53-PANet-SPP``)."""
     if name in BACKBONES:
         return BACKBONES[name](**kwargs)
     if name in VARIANTS:
         builder, defaults = VARIANTS[name]
         return BACKBONES[builder](**{**defaults, **kwargs})
+    if name in _detectors():
+        from keras_csp.detectors.builders import build_detector
+
+        kwargs.pop("include_top", None)  # detectors have no classifier top
+        return build_detector(name, **kwargs)
     raise ValueError(f"Unknown model {name!r}; known models: {', '.join(names())}.")

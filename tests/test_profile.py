@@ -64,3 +64,11 @@ def test_cli_profile(capsys):
     main(["profile", "CSPResNet50", "--summary"])
     out = capsys.readouterr().out
     assert "21,566,656" in out and "8.967" in out
+
+
+def test_cli_profile_detector_by_name(capsys):
+    from keras_csp.cli import main
+
+    main(["profile", "CSPDarknet53-PANet-SPP", "--size", "416", "--summary"])
+    out = capsys.readouterr().out
+    assert "64,296,032" in out  # Darknet's count for csdarknet53-panet-spp.cfg

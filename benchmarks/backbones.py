@@ -6,6 +6,7 @@ listed when installed (keras-hub); ratios are peer time / our time (above 1: we 
 
     python benchmarks/backbones.py                     # the six big backbones, 256x256
     python benchmarks/backbones.py --models CSPDarknet53 --repeats 5
+    python benchmarks/backbones.py --set small --size 224   # the small / mobile backbones
 """
 
 import argparse
@@ -19,6 +20,8 @@ from keras_csp.backend import keras
 
 PEER = "KerasHub CSPDarknet53"
 BIG = ["CSPDarknet53", "Darknet53", "CSPResNet50", "ResNet50", "CSPResNeXt50", "ResNeXt50"]
+SMALL = ["CSPPeleeNet", "PeleeNet", "CSPDenseNetRef", "CSPPeleeNetRef", "CSPDenseNetbRef", "CSPPeleeNetbRef",
+         "DarknetRef", "CSPResNet10", "ResNet10", "CSPMobileNetV2", "MobileNetV2"]
 
 
 def _force(out):
@@ -109,10 +112,13 @@ def keras_hub_peer(size):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=BIG)
+    parser.add_argument("--models", nargs="+", help="zoo names (default: --set)")
+    parser.add_argument("--set", choices=("big", "small"), default="big",
+                        help="big: the six ImageNet backbones; small: the mobile ones (use --size 224 / 320)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
+    args.models = args.models or (BIG if args.set == "big" else SMALL)
 
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {args.size}x{args.size}, "
           f"{len(tf.config.list_physical_devices('CPU'))} CPU device(s)")

@@ -71,3 +71,26 @@ def save_weights(model, cfg, path, header=None, input_size=None):
     out.values = extract_arrays(model, layers, out.transposed)
     write_weights(path, out)
     return out
+
+
+def load_detector(cfg, weights=None, input_size=None, allow_extra=False, nms=None, name=None):
+    """A Darknet detector cfg (and optional ``.weights``) as a trainable keras_csp ``Detector``.
+
+    The network is :func:`load`'s (outputs: the inputs of the ``[yolo]`` layers, largest map
+    first) and each ``[yolo]`` section becomes the ``HeadSpec`` of its output (anchors, mask,
+    classes, scale_x_y, new_coords and the loss options), so ``compile`` / ``fit`` /
+    ``predict`` work as for the named detectors.
+    """
+    from keras_csp.detectors.detector import Detector
+    from keras_csp.ops.head_spec import HeadSpec
+
+    network = _network(cfg, input_size)
+    if not network.yolo_layers:
+        raise ValueError(f"{network.path} has no [yolo] layer: it is not a detector; use keras_csp.darknet.load().")
+    model = load(cfg, weights, input_size=input_size, allow_extra=allow_extra, name=name)
+    by_index = {spec.index: spec for spec in network.yolo_layers}
+    heads = [
+        HeadSpec.from_darknet(by_index[head["layer"]].options, head["stride"])
+        for head in network.heads()
+    ]
+    return Detector(model, heads, nms=nms, name=name or f"{model.name}_detector")

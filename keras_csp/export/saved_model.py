@@ -1,0 +1,180 @@
+"""``to_saved_model``: a SavedModel with a ``serving_default`` signature (also ``serve``)."""
+
+import contextlib
+import dataclasses
+import io
+import os
+import tempfile
+
+from keras_csp.backend import LEGACY_KERAS, tf
+from keras_csp.export import _files, serving
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    """What the serving function does; validated before anything is traced or written."""
+
+    input_size: tuple
+    input_type: str = "float32"
+    letterbox: bool = False
+    post: serving.Postprocess = None
+    batch_size: int = None
+    names: tuple = ()
+    heads: tuple = None
+
+
+def make_config(model, input_size=None, input_type="float32", letterbox=False, nms=False,
+                heads=None, max_detections=None, iou_threshold=None, score_threshold=None,
+                batch_size=None):
+    """Check every serving argument against ``model`` and return a ``ServingConfig``."""
+    size = serving.resolve_input_size(model, input_size)
+    serving.check_input_type(input_type)
+    if heads is None:
+        heads = serving.heads_of(model)
+    heads = serving.coerce_heads(heads)
+    if nms not in (True, False):
+        raise ValueError(f"nms must be True or False; received {nms!r}.")
+    if heads is not None:
+        _check_heads(model, heads)
+    post = None
+    if nms:
+        if heads is None:
+            raise ValueError(
+                "nms=True needs the detector's head specs: pass heads=[HeadSpec(...), ...] "
+                f"(model {model.name!r} carries none)."
+            )
+        post = serving.postprocess_from(model, heads, max_detections, iou_threshold,
+                                        score_threshold)
+    if batch_size is not None and (int(batch_size) < 1):
+        raise ValueError(f"batch_size must be None or >= 1; received {batch_size!r}.")
+    return ServingConfig(size, input_type, bool(letterbox), post,
+                         None if batch_size is None else int(batch_size),
+                         tuple(serving.output_names(model, heads)), heads)
+
+
+def _check_heads(model, heads):
+    outputs = serving.network_of(model).outputs
+    if len(heads) != len(outputs):
+        raise ValueError(
+            f"Got {len(heads)} head specs for the {len(outputs)} outputs of "
+            f"{model.name!r}; they must match one to one, stride 8 first."
+        )
+    for number, (head, output) in enumerate(zip(heads, outputs)):
+        if output.shape[-1] is not None and output.shape[-1] != head.channels:
+            raise ValueError(
+                f"Head spec {number} (stride {head.stride}, {head.num_anchors} anchors, "
+                f"{head.num_classes} classes) needs {head.channels} channels; output {number} "
+                f"of {model.name!r} has shape {tuple(output.shape)}."
+            )
+
+
+def serving_function(model, config):
+    """The Python function to trace: ``images`` -> dict of named outputs."""
+    height, width = config.input_size
+
+    def serve(images):
+        if config.letterbox:
+            x, scale, offset = serving.letterbox(images, config.input_size)
+        else:
+            x = serving.to_unit_float(images)
+        raw = serving.call_model(model, x)
+        if config.post is None:
+            outputs = dict(zip(config.names, raw))
+            if config.letterbox:
+                batch = tf.shape(images)[0]
+                outputs["letterbox_scale"] = tf.tile(scale[None], [batch, 1])
+                outputs["letterbox_offset"] = tf.tile(offset[None], [batch, 1])
+            return outputs
+        detections = _detect_any_batch(raw, config.post, (height, width))
+        if config.letterbox:
+            image_hw = tf.shape(images)[1:3]
+            detections["boxes"] = serving.undo_letterbox(
+                detections["boxes"], (height, width), scale, offset, image_hw)
+            keep = tf.range(config.post.max_detections)[None, :] < detections[
+                "num_detections"][:, None]
+            detections["boxes"] = tf.where(keep[..., None], detections["boxes"], 0.0)
+        return detections
+
+    return serve
+
+
+def _detect_any_batch(raw, post, size):
+    if raw[0].shape[0] is not None:
+        return serving.detect(raw, post, size)
+
+    def one(outputs):
+        result = serving.detect([o[None] for o in outputs], post, size)
+        return {key: value[0] for key, value in result.items()}
+
+    k = post.max_detections
+    signature = {
+        "boxes": tf.TensorSpec([k, 4], tf.float32),
+        "scores": tf.TensorSpec([k], tf.float32),
+        "classes": tf.TensorSpec([k], tf.int32),
+        "num_detections": tf.TensorSpec([], tf.int32),
+    }
+    return tf.map_fn(one, raw, fn_output_signature=signature)
+
+
+def input_signature(config):
+    dtype = tf.uint8 if config.input_type == "uint8" else tf.float32
+    if config.letterbox:
+        shape = [config.batch_size, None, None, 3]
+    else:
+        shape = [config.batch_size, config.input_size[0], config.input_size[1], 3]
+    return [tf.TensorSpec(shape, dtype, name="images")]
+
+
+def write(model, directory, config):
+    """Trace the serving function and write the SavedModel into ``directory`` (must be empty)."""
+    if LEGACY_KERAS:
+        from tf_keras.export import ExportArchive
+    else:
+        from keras.export import ExportArchive
+    archive = ExportArchive()
+    archive.track(serving.network_of(model))
+    archive.add_endpoint("serve", serving_function(model, config), input_signature(config))
+    if LEGACY_KERAS:
+        with contextlib.redirect_stdout(io.StringIO()):  # tf_keras prints every endpoint
+            archive.write_out(directory)
+    else:
+        archive.write_out(directory, verbose=False)
+
+
+def to_saved_model(model, directory, *, input_size=None, input_type="float32", letterbox=False,
+                   nms=False, heads=None, max_detections=None, iou_threshold=None,
+                   score_threshold=None, batch_size=None, overwrite=False):
+    """Write ``model`` as a SavedModel whose ``serving_default`` signature takes ``images``.
+
+    - ``input_type``: ``"float32"`` (pixels in [0, 1]) or ``"uint8"`` (0-255, divided by
+      255 in the graph).
+    - ``letterbox=True``: ``images`` may have any height and width; they are letterboxed to
+      ``input_size`` in the graph (bilinear, grey 114 padding), and box outputs come back in
+      pixels of the image given. Without NMS the raw outputs come with ``letterbox_scale``
+      and ``letterbox_offset`` to undo it.
+    - ``nms=True`` (detectors; ``heads`` or ``model.heads`` needed): outputs ``boxes``
+      ``[B, K, 4]`` xyxy, ``scores``, ``classes`` (-1 pads) and ``num_detections``, with
+      ``K = max_detections``; otherwise the raw per-scale outputs, named ``stride8`` ...
+      Thresholds default to the detector's ``nms_config`` (else 100, 0.45, 0.25); NMS is
+      greedy and class-aware with each box's best class, as ``Detector.predict``.
+    - ``model``: a functional model, or a ``keras_csp.detectors.Detector`` (its network,
+      heads and NMS settings are used).
+    - ``batch_size``: fixed batch (None: any).
+
+    Everything is checked before tracing; the folder appears only when complete.
+    Returns the path written.
+    """
+    config = make_config(model, input_size, input_type, letterbox, nms, heads, max_detections,
+                         iou_threshold, score_threshold, batch_size)
+    directory = os.fspath(directory)
+    with _files.directory(directory, overwrite=overwrite) as temp:
+        write(model, temp, config)
+    return directory
+
+
+def write_temporary(model, config):
+    """A SavedModel in a fresh system temp folder (caller removes it); for TFLite conversion."""
+    temp = tempfile.mkdtemp(prefix="keras_csp_export_")
+    path = os.path.join(temp, "saved_model")
+    write(model, path, config)
+    return temp, path

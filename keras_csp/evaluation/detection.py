@@ -1,0 +1,126 @@
+"""Run a detector over an evaluation dataset and score it with COCO's metrics.
+
+The dataset is the ``keras_csp.data`` evaluation form, unshuffled:
+``(images, {"boxes", "image_id", "image_info"})`` (``detection_dataset(..., training=False)``).
+Predictions go through the detector's decode + NMS with the evaluation NMS settings, back to
+original-image pixels (``image_info``) and to the dataset's category ids.
+"""
+
+from keras_csp.backend import tf
+from keras_csp.detectors.inference import postprocess
+from keras_csp.detectors.nms import NMSConfig
+from keras_csp.evaluation.coco import GroundTruthBuilder, detections_to_coco, evaluate_coco, load_ground_truth
+
+EVAL_NMS = NMSConfig(score_threshold=0.001, iou_threshold=0.6, max_detections=100)
+"""NMS for mAP: keep low-score boxes (they only add to the PR curve), 100 per image as COCO."""
+
+
+def _network_and_heads(model, heads):
+    network = getattr(model, "detector", model)
+    heads = tuple(heads) if heads is not None else tuple(getattr(model, "heads", ()))
+    if not heads:
+        raise ValueError(
+            "Cannot tell how to decode this model's outputs: pass a keras_csp Detector / YOLOTask "
+            "or give `heads` (one HeadSpec per output)."
+        )
+    return network, heads
+
+
+def detection_function(model, nms=None, heads=None):
+    """A compiled function ``(images, image_info) -> detections dict`` (original pixels)."""
+    network, heads = _network_and_heads(model, heads)
+    config = NMSConfig.coerce(EVAL_NMS if nms is None else nms)
+
+    @tf.function(reduce_retracing=True)
+    def detect(images, image_info):
+        raw = network(images, training=False)
+        if not isinstance(raw, (list, tuple)):
+            raw = [raw]
+        shape = tf.shape(images)
+        return postprocess(list(raw), heads, config, (shape[1], shape[2]), image_info)
+
+    return detect
+
+
+def ground_truth_for(source=None):
+    """The ground truth to evaluate against: the source's COCO JSON when it has one
+    (``CocoSource``), else ``None`` (then it is built from the evaluation stream)."""
+    path = getattr(source, "annotation_file", None)
+    return load_ground_truth(path) if path else None
+
+
+def predict_dataset(model, dataset, nms=None, heads=None, max_batches=None, category_ids=None,
+                    collect_ground_truth=None, detect=None):
+    """Detections of ``model`` on every image of ``dataset`` as COCO result dicts.
+
+    Returns ``(detections, image_ids)``; when ``collect_ground_truth`` is a
+    :class:`GroundTruthBuilder`, the batches' boxes are added to it too. ``detect``: a
+    function from :func:`detection_function` to reuse (saves retracing).
+    """
+    detect = detect or detection_function(model, nms, heads)
+    num_classes = _network_and_heads(model, heads)[1][0].num_classes
+    category_ids = list(range(num_classes)) if category_ids is None else list(category_ids)
+    detections, image_ids, full = [], [], None
+    for step, batch in enumerate(dataset):
+        if max_batches is not None and step >= max_batches:
+            break
+        images, meta = batch
+        if not isinstance(meta, dict) or "image_info" not in meta or "image_id" not in meta:
+            raise ValueError(
+                "Evaluation needs batches (images, {'image_id', 'image_info', 'boxes'}) as "
+                "keras_csp.data.detection_dataset(..., training=False) yields."
+            )
+        if images.dtype == tf.uint8:
+            images = tf.cast(images, tf.float32) / 255.0
+        count = int(images.shape[0])
+        full = full or count
+        info = meta["image_info"]
+        if count < full:  # pad the last batch: one traced shape for the whole evaluation
+            images = tf.pad(images, [[0, full - count], [0, 0], [0, 0], [0, 0]])
+            info = tf.concat([info, tf.repeat(info[-1:], full - count, axis=0)], axis=0)
+        out = {k: v[:count] for k, v in detect(images, info).items()}
+        ids = meta["image_id"].numpy()
+        detections += detections_to_coco(
+            out["boxes"].numpy(), out["scores"].numpy(), out["classes"].numpy(),
+            out["num_detections"].numpy(), ids, category_ids,
+        )
+        image_ids += [int(i) for i in ids]
+        if collect_ground_truth is not None:
+            collect_ground_truth.add(meta["boxes"].numpy(), ids, meta["image_info"].numpy())
+    return detections, image_ids
+
+
+def evaluate_detector(model, dataset, source=None, ground_truth=None, category_ids=None, class_names=None,
+                      nms=None, heads=None, max_batches=None, detect=None):
+    """COCO AP of ``model`` on an evaluation ``dataset``.
+
+    Args:
+      model: a ``keras_csp`` Detector (or a raw YOLO network with ``heads``).
+      dataset: ``detection_dataset(source, training=False, ...)`` (unshuffled, every image).
+      source: the dataset's source: gives the category ids, the class names and, for a COCO
+        JSON, the ground truth itself.
+      ground_truth: a COCO dict / JSON path; default: the source's JSON, else built from the
+        boxes in ``dataset`` (mapped back to original pixels).
+      category_ids, class_names: default from ``source`` (else 0..C-1).
+      nms: NMS settings (default ``EVAL_NMS``: score > 0.001, IoU 0.6, 100 per image).
+      max_batches: evaluate only this many batches (quick checks).
+      detect: a compiled function from :func:`detection_function` to reuse.
+
+    Returns a :class:`~keras_csp.evaluation.coco.COCOResult`.
+    """
+    _, resolved_heads = _network_and_heads(model, heads)
+    if category_ids is None:
+        category_ids = getattr(source, "category_ids", None) or list(range(resolved_heads[0].num_classes))
+    if class_names is None:
+        class_names = getattr(source, "class_names", None)
+    if ground_truth is None:
+        ground_truth = ground_truth_for(source)
+    builder = GroundTruthBuilder(category_ids, class_names) if ground_truth is None else None
+    detections, image_ids = predict_dataset(model, dataset, nms, heads, max_batches, category_ids, builder,
+                                                detect)
+    if builder is not None:
+        ground_truth = builder.ground_truth()
+    return evaluate_coco(ground_truth, detections, image_ids)
+
+
+__all__ = ["EVAL_NMS", "detection_function", "evaluate_detector", "ground_truth_for", "predict_dataset"]

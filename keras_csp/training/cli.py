@@ -1,0 +1,204 @@
+"""``keras-csp train | evaluate | predict | demo``: the training sub-commands."""
+
+import argparse
+import json
+import os
+import sys
+
+from keras_csp.training.config import FIELDS
+
+HELP = {
+    "train": "training data: 'synthetic', a COCO .json, a YOLO list .txt, a VOC folder or tfds:NAME[:SPLIT]",
+    "val": "validation data (same forms); evaluated with COCO mAP every --eval-every epochs",
+    "image_size": "square model input side, a multiple of 32 (default 416)",
+    "batch_size": "global batch size, split over the replicas (default 16)",
+    "augment": "default (mosaic, scale, HSV, flip: YOLOv5 hyp.scratch-low) | light (no mosaic) | none",
+    "mosaic": "mosaic probability (overrides --augment's)",
+    "mixup": "mixup probability (overrides --augment's)",
+    "multi_scale": "'MIN,MAX' multiples of 32: random input size every 10 batches",
+    "cache": "cache decoded, resized images in memory",
+    "shuffle": "shuffle the training images each epoch (--no-shuffle: a fixed data order)",
+    "max_boxes": "rows of the padded box tensor (default 100)",
+    "steps_per_epoch": "batches per epoch (default: one pass over the training set)",
+    "model": "a named detector (e.g. CSPDarknet53-PANet-SPP), BACKBONE+NECK (CSPResNeXt50+panet_spp) "
+             "or package.module:function",
+    "num_classes": "classes (default: from the training data)",
+    "anchors": "'auto' (k-means on the training boxes), 'scaled' (YOLOv3's, scaled to the input) or "
+               "'w,h, w,h, ...; w,h, ...' per level (default: the model's)",
+    "loss": "box loss for every head: mse | iou | giou | diou | ciou (default: each head's)",
+    "head_options": "HeadSpec options for every head, 'key=value,...' (e.g. 'iou_loss=ciou,iou_normalizer=0.07,"
+                    "iou_thresh=0.213,scale_x_y=1.05' as the YOLOv4 cfgs); merged over the model's own",
+    "weights": "initial weights of the whole detector: a Keras .weights.h5 or a Darknet .weights (fine-tuning)",
+    "backbone_weights": "initial backbone weights: a Darknet .weights (e.g. csdarknet53.weights) or Keras file",
+    "freeze_backbone_epochs": "train the neck and head only for this many epochs first (warm-up for fine-tuning)",
+    "bn_momentum": "momentum of the batch-norm moving statistics (default: the model's, 0.99 as Darknet); "
+                   "0.9 suits short runs, whose weights move faster than 0.99 follows",
+    "epochs": "epochs to train (a resumed run still ends at this epoch)",
+    "optimizer": "sgd (momentum, Darknet's weight decay) | adam | adamw",
+    "learning_rate": "peak learning rate after burn-in (default 0.001, the cfgs')",
+    "momentum": "SGD momentum (default 0.9)",
+    "weight_decay": "Darknet decay (coupled L2 on kernels) for sgd/adam; decoupled decay for adamw (default 5e-4)",
+    "schedule": "steps (x0.1 at 80%% and 90%% of steps: COCO cfgs) | poly (power 4: ImageNet cfgs) | cosine | constant",
+    "burn_in": "warm-up steps, Darknet's burn_in (default min(1000, 10%% of the steps))",
+    "ema": "EMA momentum of the weights, e.g. 0.999 (0: off); evaluation and checkpoints use the average",
+    "mixed_precision": "none | mixed_float16 | mixed_bfloat16",
+    "clipnorm": "clip each gradient to this norm",
+    "steps_per_execution": "batches per compiled call (faster on TPUs)",
+    "strategy": "default | mirrored | multi_worker (TF_CONFIG) | tpu",
+    "cpu_devices": "split the CPU into N logical devices (to try --strategy mirrored without GPUs)",
+    "eval_every": "evaluate every N epochs (the last epoch always)",
+    "eval_batches": "evaluate only N batches (quick checks)",
+    "out": "output folder (weights, history, curves, eval, backup) (default runs/train)",
+    "backup": "keep a resumable backup each epoch (restart the same command to resume)",
+    "tensorboard": "write TensorBoard logs",
+    "seed": "seed of weights init, shuffling and augmentation (default 0)",
+    "deterministic": "deterministic TensorFlow ops (slower; bitwise-reproducible runs)",
+    "verbose": "0 silent, 1 progress bar, 2 one line per epoch",
+}
+
+
+def _add_config_flags(parser):
+    """One flag per ``TrainConfig`` field; defaults are None so YAML values show through."""
+    for name, field in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        kind = field.type if isinstance(field.type, type) else str(field.type)
+        help_text = HELP.get(name, "")
+        if kind in (bool, "bool"):
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            continue
+        caster = {int: int, "int": int, float: float, "float": float}.get(kind)
+        if caster is None:
+            caster = int if "int" in str(kind) else float if "float" in str(kind) else str
+        parser.add_argument(flag, dest=name, type=caster, default=None, help=help_text)
+
+
+def _config_from_args(args):
+    from keras_csp.training.config import make_config
+
+    overrides = {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
+    return make_config(args.config, **overrides)
+
+
+def _train(args):
+    from keras_csp.training.run import train
+
+    config = _config_from_args(args)
+    result = train(config)
+    if result.evaluation is not None:
+        print(result.evaluation.summary)
+        print(result.evaluation.table())
+    print(f"outputs in {result.out_dir}")
+    return 0
+
+
+def _model_flags(parser):
+    parser.add_argument("--run", help="a training run folder (model, classes, anchors from its run.json)")
+    parser.add_argument("--weights", help="best | final | last (of --run) or a weights file (.weights.h5 / Darknet .weights)")
+    parser.add_argument("--model", help="model name, as for train (default: the run's)")
+    parser.add_argument("--num-classes", type=int, help="classes (default: the run's)")
+    parser.add_argument("--image-size", type=int, help="input side (default: the run's)")
+    parser.add_argument("--anchors", help="anchors, as for train (default: the run's)")
+
+
+def _evaluate(args):
+    from keras_csp.data import detection_dataset, resolve_source
+    from keras_csp.evaluation import evaluate_detector, write_pr_curves
+    from keras_csp.training.checkpoints import atomic_write_text
+    from keras_csp.training.restore import load_detector
+
+    detector, info = load_detector(args.run, args.weights, args.model, args.num_classes, args.image_size,
+                                   args.anchors)
+    source = resolve_source(args.data, training=False)
+    dataset = detection_dataset(source, image_size=info["image_size"], batch_size=args.batch_size, training=False)
+    result = evaluate_detector(detector, dataset, source, max_batches=args.max_batches)
+    print(result.summary)
+    print(result.table())
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        atomic_write_text(os.path.join(args.out, "coco_eval.json"), json.dumps(result.to_json(), indent=1))
+        atomic_write_text(os.path.join(args.out, "per_class_ap.txt"), result.table() + "\n")
+        if args.pr_curves:
+            write_pr_curves(result, args.out)
+        print(f"results in {args.out}")
+    return 0
+
+
+def _predict(args):
+    from keras_csp.training.restore import load_detector, predict_files
+
+    detector, info = load_detector(args.run, args.weights, args.model, args.num_classes, args.image_size,
+                                   args.anchors, args.names)
+    records = predict_files(detector, args.images, args.out, info["class_names"], args.score_threshold,
+                            image_size=info["image_size"])
+    for r in records:
+        print(f"{r['image']}: {len(r['detections'])} objects -> {r['output']}")
+    return 0
+
+
+def _demo(args):
+    from keras_csp.training.demo import run_demo
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "handler") and v is not None}
+    report = run_demo(**options)
+    return 0 if report.get("ok", True) else 1
+
+
+def add_training_parsers(subparsers):
+    """Add ``train``, ``evaluate``, ``predict`` and ``demo`` to the ``keras-csp`` command."""
+    p = subparsers.add_parser(
+        "train", help="train a detector with model.fit (resumable, distributed, COCO mAP)",
+        description="Train a CSP detector. Options come from --config (YAML) and flags (flags win). "
+        "Restart the same command after a crash to resume from <out>/backup.",
+    )
+    p.add_argument("--config", help="YAML file of options (keys as the flags, with underscores)")
+    _add_config_flags(p)
+    p.set_defaults(handler=_train)
+
+    p = subparsers.add_parser("evaluate", help="COCO mAP of a trained detector on a dataset")
+    p.add_argument("data", help="evaluation data: a COCO .json, a YOLO list .txt, a VOC folder, tfds:NAME:SPLIT, synthetic")
+    _model_flags(p)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-batches", type=int, help="evaluate only this many batches")
+    p.add_argument("--out", help="write coco_eval.json, per_class_ap.txt (and PR curves) here")
+    p.add_argument("--pr-curves", action=argparse.BooleanOptionalAction, default=True, help="write PR-curve PNGs")
+    p.set_defaults(handler=_evaluate)
+
+    p = subparsers.add_parser("predict", help="draw a trained detector's boxes on images (PNG)")
+    p.add_argument("images", nargs="+", help="image files, folders or glob patterns")
+    _model_flags(p)
+    p.add_argument("--names", help="class names file (one per line; default: the run's)")
+    p.add_argument("--out", required=True, help="output folder for the PNGs and detections.json")
+    p.add_argument("--score-threshold", type=float, default=0.25)
+    p.set_defaults(handler=_predict)
+
+    p = subparsers.add_parser(
+        "demo", help="synthetic data -> train a small CSP detector on the CPU -> mAP -> TFLite -> pictures",
+        description="Make the synthetic dataset, train a small CSP detector with model.fit, evaluate COCO "
+        "mAP on held-out images, export to TFLite and run it, and write a report with PNGs.",
+    )
+    p.add_argument("--out", help="output folder (default: a new temporary folder)")
+    p.add_argument("--data-dir", help="where to write the synthetic dataset (default: inside --out)")
+    p.add_argument("--quick", action="store_true", help="about two minutes instead of about fifteen")
+    p.add_argument("--minutes", type=float, help="training time budget in minutes")
+    p.add_argument("--model", help="detector (default: the demo's small CSP detector)")
+    p.add_argument("--image-size", type=int, help="input side")
+    p.add_argument("--epochs", type=int, help="maximum epochs (training also stops at --minutes)")
+    p.add_argument("--train-images", type=int, help="synthetic training images")
+    p.add_argument("--val-images", type=int, help="held-out synthetic images")
+    p.add_argument("--export", action=argparse.BooleanOptionalAction, default=None, help="export to TFLite and run it")
+    p.add_argument("--seed", type=int)
+    p.set_defaults(handler=_demo)
+    return subparsers
+
+
+def main(argv=None):
+    from keras_csp.cli import main as keras_csp_main
+
+    return keras_csp_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["add_training_parsers"]

@@ -1,0 +1,138 @@
+"""Training options: one dataclass, filled from defaults, then a YAML file, then flags.
+
+Every field is a ``keras-csp train`` flag (``image_size`` -> ``--image-size``) and a YAML
+key of the same name. The run's resolved options are written to ``<out>/config.yaml``, which
+``keras-csp evaluate/predict --run <out>`` read to rebuild the model.
+"""
+
+import dataclasses
+import os
+from typing import Optional
+
+AUGMENTS = ("default", "light", "none")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs; see ``keras-csp train --help`` for each field."""
+
+    # data
+    train: str = "synthetic"
+    val: Optional[str] = None
+    image_size: int = 416
+    batch_size: int = 16
+    augment: str = "default"
+    mosaic: Optional[float] = None
+    mixup: Optional[float] = None
+    multi_scale: Optional[str] = None
+    cache: bool = False
+    shuffle: bool = True
+    max_boxes: int = 100
+    steps_per_epoch: Optional[int] = None
+    # model
+    model: str = "CSPDarknet53-PANet-SPP"
+    num_classes: Optional[int] = None
+    anchors: Optional[str] = None
+    loss: Optional[str] = None
+    head_options: Optional[str] = None
+    weights: Optional[str] = None
+    backbone_weights: Optional[str] = None
+    freeze_backbone_epochs: int = 0
+    bn_momentum: Optional[float] = None
+    # optimisation
+    epochs: int = 100
+    optimizer: str = "sgd"
+    learning_rate: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "steps"
+    burn_in: Optional[int] = None
+    ema: float = 0.0
+    mixed_precision: str = "none"
+    clipnorm: Optional[float] = None
+    steps_per_execution: int = 1
+    # distribution
+    strategy: str = "default"
+    cpu_devices: int = 0
+    # evaluation and outputs
+    eval_every: int = 1
+    eval_batches: Optional[int] = None
+    out: str = "runs/train"
+    backup: bool = True
+    tensorboard: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    verbose: int = 1
+
+    def validate(self):
+        """Check values; errors name the field and what was received."""
+        positive = ("image_size", "batch_size", "epochs", "max_boxes", "eval_every", "steps_per_execution")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"config `{name}` must be a positive integer; received {value!r}")
+        if self.image_size % 32:
+            raise ValueError(f"config `image_size` must be a multiple of 32; received {self.image_size}")
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"config `augment` must be one of {AUGMENTS}; received {self.augment!r}")
+        if self.mixed_precision not in ("none", "mixed_float16", "mixed_bfloat16"):
+            raise ValueError(
+                "config `mixed_precision` must be none, mixed_float16 or mixed_bfloat16; "
+                f"received {self.mixed_precision!r}"
+            )
+        if not 0 <= self.freeze_backbone_epochs < self.epochs + 1:
+            raise ValueError(
+                f"config `freeze_backbone_epochs` must be in [0, epochs]; received {self.freeze_backbone_epochs}"
+            )
+        if not (self.learning_rate > 0):
+            raise ValueError(f"config `learning_rate` must be > 0; received {self.learning_rate!r}")
+        if self.bn_momentum is not None and not 0 <= self.bn_momentum < 1:
+            raise ValueError(f"config `bn_momentum` must be in [0, 1); received {self.bn_momentum!r}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"config `ema` must be in [0, 1) (0: off); received {self.ema!r}")
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def load_yaml(path):
+    """Read a YAML (or JSON) config file as a dict of known fields."""
+    import yaml
+
+    with open(os.fspath(path), encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a training config must be a mapping of option: value; found {type(data).__name__}")
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"{path}: unknown option(s) {unknown}; known: {sorted(FIELDS)}")
+    return data
+
+
+def make_config(yaml_path=None, **overrides):
+    """A validated ``TrainConfig``: defaults, then ``yaml_path``, then ``overrides`` that are
+    not ``None`` (flags the user gave)."""
+    values = {}
+    if yaml_path:
+        values.update(load_yaml(yaml_path))
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}; known: {sorted(FIELDS)}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values).validate()
+
+
+def save_yaml(config, path):
+    """Write the resolved config (``keras-csp evaluate --run`` reads it back)."""
+    import yaml
+
+    from keras_csp.training.checkpoints import atomic_write_text
+
+    return atomic_write_text(os.fspath(path), yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+__all__ = ["AUGMENTS", "FIELDS", "TrainConfig", "load_yaml", "make_config", "save_yaml"]

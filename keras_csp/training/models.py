@@ -1,0 +1,179 @@
+"""Build the detector a run asks for, from a name, and its anchors.
+
+``model`` may be:
+
+- a named detector of ``keras_csp.detectors.DETECTORS`` (``CSPDarknet53-PANet-SPP``, ...);
+- ``BACKBONE+NECK``: any backbone of ``keras_csp.zoo`` with any neck of
+  ``keras_csp.detectors.necks.NECKS`` (``CSPResNeXt50+panet_spp``);
+- ``package.module:function``: your own factory, called as
+  ``function(num_classes=..., input_shape=..., anchors=..., head_options=...)`` and returning
+  a ``keras_csp`` Detector.
+"""
+
+import dataclasses
+import importlib
+
+import numpy as np
+
+from keras_csp.detectors.heads import YOLOV3_ANCHORS
+
+
+def parse_anchors(text):
+    """``"10,13, 16,30, 33,23; 30,61, ..."`` (levels split by ``;``) -> per-level pairs."""
+    levels = []
+    for part in str(text).split(";"):
+        values = [float(v) for v in part.replace(",", " ").split()]
+        if len(values) % 2 or not values:
+            raise ValueError(f"anchors {text!r}: each level needs an even count of numbers (w, h pairs)")
+        levels.append(tuple((values[i], values[i + 1]) for i in range(0, len(values), 2)))
+    return tuple(levels)
+
+
+def parse_head_options(text):
+    """``"iou_loss=ciou, iou_normalizer=0.07"`` (or a dict) -> ``{"iou_loss": "ciou", ...}``."""
+    if text is None or isinstance(text, dict):
+        return text
+    options = {}
+    for item in str(text).split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"head options {text!r}: expected key=value items, found {item.strip()!r}")
+        value = value.strip()
+        try:
+            value = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            value = {"true": True, "false": False}.get(value.lower(), value)
+        options[key.strip()] = value
+    return options
+
+
+def _iou_wh(boxes, anchors):
+    inter = np.minimum(boxes[:, None, 0], anchors[None, :, 0]) * np.minimum(boxes[:, None, 1], anchors[None, :, 1])
+    union = boxes[:, None, 0] * boxes[:, None, 1] + anchors[None, :, 0] * anchors[None, :, 1] - inter
+    return inter / union
+
+
+def kmeans_anchors(wh, count, iterations=100, seed=0):
+    """``count`` anchors (w, h) clustering box sizes ``wh [N, 2]`` with 1 - IoU as distance
+    (Darknet's ``calc_anchors``); sorted by area."""
+    wh = np.asarray(wh, np.float64).reshape(-1, 2)
+    wh = wh[(wh > 0).all(axis=1)]
+    if len(wh) < count:
+        raise ValueError(f"need at least {count} boxes to fit {count} anchors; received {len(wh)}")
+    rng = np.random.default_rng(seed)
+    centres = wh[rng.choice(len(wh), count, replace=False)]
+    for _ in range(iterations):
+        assign = _iou_wh(wh, centres).argmax(axis=1)
+        new = np.array([np.median(wh[assign == k], axis=0) if (assign == k).any() else centres[k] for k in range(count)])
+        if np.allclose(new, centres):
+            break
+        centres = new
+    return centres[np.argsort(centres.prod(axis=1))]
+
+
+def anchors_from_dataset(dataset, image_size, levels, per_level=3, max_batches=50):
+    """Fit anchors to the boxes of an evaluation-form dataset (letterboxed to ``image_size``);
+    returns one tuple of ``per_level`` (w, h) pixel pairs per level, smallest first."""
+    wh = []
+    for step, (_, meta) in enumerate(dataset):
+        if step >= max_batches:
+            break
+        boxes = meta["boxes"].numpy().reshape(-1, 5)
+        boxes = boxes[boxes[:, 4] >= 0]
+        wh.append((boxes[:, 2:4] - boxes[:, 0:2]) * image_size)
+    anchors = kmeans_anchors(np.concatenate(wh), levels * per_level)
+    rounded = [tuple(round(float(v), 1) for v in a) for a in anchors]
+    return tuple(tuple(rounded[i * per_level:(i + 1) * per_level]) for i in range(levels))
+
+
+def scaled_default_anchors(image_size, levels=3):
+    """YOLOv3's COCO anchors (made for 416) scaled to ``image_size``."""
+    if levels != 3:
+        return None
+    s = image_size / 416.0
+    return tuple(tuple((round(w * s, 1), round(h * s, 1)) for w, h in lvl) for lvl in YOLOV3_ANCHORS)
+
+
+def neck_output_count(neck):
+    """Output scales of a neck (a name of ``NECKS`` or a neck object)."""
+    from keras_csp.detectors.necks import get_neck
+
+    return len(getattr(get_neck(neck), "levels", ())) or 3
+
+
+def model_levels(name, num_classes=1, image_size=None):
+    """How many output scales the model ``name`` has (for fitting anchors); a factory
+    (``module:function``) is built once to find out."""
+    from keras_csp.detectors import DETECTORS
+
+    if name in DETECTORS:
+        return neck_output_count(DETECTORS[name].neck)
+    if "+" in name:
+        return neck_output_count(name.split("+", 1)[1])
+    return len(build_model(name, num_classes, image_size or 256).heads)
+
+
+def build_model(name, num_classes, image_size, anchors=None, head_options=None, backbone_weights=None,
+                weights=None, nms=None):
+    """The detector ``name`` (see the module docstring) for ``num_classes`` at ``image_size``.
+
+    ``weights``: a Keras weights file or a Darknet ``.weights`` file of the whole detector,
+    loaded after building. ``backbone_weights``: weights of the backbone alone.
+    """
+    from keras_csp import zoo
+    from keras_csp.detectors import DETECTORS, YOLODetector, build_detector
+
+    input_shape = (image_size, image_size, 3)
+    head_options = parse_head_options(head_options)
+    if name in DETECTORS:
+        if head_options is not None:  # on top of the named detector's own (its cfg's)
+            head_options = {**(DETECTORS[name].head_options or {}), **head_options}
+        spec = DETECTORS[name]
+        if anchors is not None and getattr(spec, "matching_anchors", None) is not None:
+            # The spec's matching pool belongs to its own anchors; other anchors match alone.
+            spec = dataclasses.replace(spec, matching_anchors=None)
+        detector = build_detector(spec, num_classes=num_classes, input_shape=input_shape,
+                                  backbone_weights=backbone_weights, anchors=anchors,
+                                  head_options=head_options, nms=nms)
+    elif ":" in name:
+        module_name, _, function_name = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), function_name)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"model factory {name!r} not found ({err})") from err
+        detector = factory(num_classes=num_classes, input_shape=input_shape, anchors=anchors,
+                           head_options=head_options)
+    elif "+" in name:
+        backbone_name, neck = name.split("+", 1)
+        try:
+            backbone = zoo.build(backbone_name, include_top=False, input_shape=input_shape, weights=backbone_weights)
+        except ValueError as err:
+            raise ValueError(f"model {name!r}: {err}") from err
+        detector = YOLODetector(backbone, neck, num_classes=num_classes, anchors=anchors,
+                                head_options=head_options, nms=nms,
+                                name=name.replace("+", "_").replace("-", "_"))
+    else:
+        raise ValueError(
+            f"unknown model {name!r}: use a named detector ({', '.join(sorted(DETECTORS))}), "
+            "BACKBONE+NECK (backbones: keras_csp.zoo.names(), necks: keras_csp.detectors.necks.NECKS) "
+            "or package.module:function"
+        )
+    if weights:
+        load_weights(detector, weights)
+    return detector
+
+
+def load_weights(detector, path):
+    """Load a Darknet ``.weights`` file or a Keras weights file into ``detector``."""
+    path = str(path)
+    if path.endswith(".weights"):
+        detector.load_darknet_weights(path)
+    else:
+        detector.load_weights(path)
+    return detector
+
+
+__all__ = ["anchors_from_dataset", "build_model", "kmeans_anchors", "load_weights", "model_levels",
+           "parse_anchors", "parse_head_options", "scaled_default_anchors"]

@@ -1,0 +1,317 @@
+"""``train(config)``: a whole training run with ``model.fit``, as ``keras-csp train`` does it.
+
+data -> model (in the strategy's scope) -> optimizer + schedule -> callbacks -> ``fit`` ->
+final weights, evaluation, report files. Outputs in ``config.out``:
+
+- ``config.yaml`` (resolved options) and ``run.json`` (classes, anchors: what
+  ``keras-csp evaluate/predict --run`` need to rebuild the model);
+- ``best.weights.h5`` (best ``val_AP``; best loss without a validation set), ``last.weights.h5``,
+  ``final.weights.h5`` (after the last epoch, EMA applied);
+- ``history.json`` / ``history.csv`` / ``curves.png``; ``tensorboard/``;
+- ``eval/``: ``coco_eval.json``, ``per_class_ap.txt``, PR-curve PNGs;
+- ``backup/``: the resumable state (a restarted run continues from it).
+"""
+
+import dataclasses
+import json
+import logging
+import os
+
+from keras_csp.backend import keras, tf
+from keras_csp.training.config import TrainConfig, make_config, save_yaml
+
+logger = logging.getLogger(__name__)
+
+LIGHT_AUGMENT = dict(mosaic=0.0, mixup=0.0, scale=0.25, translate=0.1, aspect=0.1, flip=0.5,
+                     hsv_h=0.0, hsv_s=0.3, hsv_v=0.3)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What ``train`` returns: the trained model, the per-epoch history of the whole run,
+    the output folder, the final COCO evaluation (or None) and the resolved settings."""
+
+    model: object
+    history: dict
+    out_dir: str
+    evaluation: object = None
+    config: object = None
+    run_info: dict = None
+    eval_seconds: dict = None
+
+
+def augment_config(config):
+    """The ``AugmentConfig`` of ``config.augment`` (``default`` / ``light`` / ``none``)."""
+    from keras_csp.data import NO_AUGMENT, AugmentConfig
+
+    if config.augment == "none":
+        return NO_AUGMENT
+    if config.augment == "light":
+        return AugmentConfig(**LIGHT_AUGMENT)
+    return AugmentConfig()
+
+
+def resolve_sources(config):
+    """``(train source, validation source or None)`` from the config strings (or objects)."""
+    from keras_csp.data import resolve_source
+
+    train = resolve_source(config.train, training=True)
+    val = resolve_source(config.val, training=False) if config.val else None
+    return train, val
+
+
+def _multi_scale(text):
+    if not text:
+        return None
+    low, high = (int(v) for v in str(text).replace(",", " ").split())
+    return low, high
+
+
+def make_datasets(config, train_source, val_source, strategy=None, resume_epoch=0):
+    """``(training dataset (repeated), steps per epoch, evaluation dataset or None)``.
+
+    A run resumed after ``resume_epoch`` epochs draws its shuffles and augmentations from
+    another seed (a fresh iterator would otherwise replay the first epochs' draws); with
+    ``shuffle=False`` and ``augment="none"`` the data order is the same in every epoch.
+    """
+    from keras_csp.data import detection_dataset
+    from keras_csp.training.strategy import shard_by_data
+
+    train_ds = detection_dataset(
+        train_source, image_size=config.image_size, batch_size=config.batch_size,
+        augment=augment_config(config), mosaic=config.mosaic, mixup=config.mixup,
+        multi_scale=_multi_scale(config.multi_scale), max_boxes=config.max_boxes,
+        seed=config.seed + 7919 * resume_epoch, cache=config.cache, shuffle=config.shuffle,
+    )
+    steps = config.steps_per_epoch or max(1, len(train_source) // config.batch_size)
+    train_ds = train_ds.repeat()
+    if strategy is not None and strategy.extended._in_multi_worker_mode():
+        train_ds = shard_by_data(train_ds)
+    val_ds = None
+    if val_source is not None:
+        pixels = len(val_source) * config.image_size**2 * 3
+        val_ds = detection_dataset(
+            val_source, image_size=config.image_size, batch_size=min(config.batch_size, 16),
+            training=False, max_boxes=config.max_boxes, cache=pixels < 2**30,
+        )
+    return train_ds, steps, val_ds
+
+
+def resolve_anchors(config, train_source, num_classes=None):
+    """Anchors from ``config.anchors``: None (the model's own), ``auto`` (k-means on the
+    training boxes at the input size), ``scaled`` (YOLOv3's scaled to the input) or pairs."""
+    from keras_csp.data import detection_dataset
+    from keras_csp.training.models import anchors_from_dataset, model_levels, parse_anchors, scaled_default_anchors
+
+    if not config.anchors:
+        return None
+    if config.anchors in ("auto", "scaled"):
+        levels = model_levels(config.model, num_classes or train_source.num_classes, config.image_size)
+    if config.anchors == "auto":
+        ds = detection_dataset(train_source, image_size=config.image_size, batch_size=32, training=False,
+                               max_boxes=config.max_boxes)
+        return anchors_from_dataset(ds, config.image_size, levels)
+    if config.anchors == "scaled":
+        return scaled_default_anchors(config.image_size, levels)
+    return parse_anchors(config.anchors)
+
+
+def anchors_text(anchors):
+    """Per-level anchors as the ``--anchors`` text (``"w,h, w,h; w,h, ..."``)."""
+    if anchors is None:
+        return None
+    return "; ".join(", ".join(f"{w:g},{h:g}" for w, h in level) for level in anchors)
+
+
+def backbone_layers(model):
+    """Layers of the detector's backbone (everything the ``P{n}`` outputs are computed by)."""
+    backbone = model.backbone  # shares the detector's layers
+    return [layer for layer in backbone.layers if layer.weights]
+
+
+def set_bn_momentum(model, momentum):
+    """Set the momentum of every batch-norm layer of ``model`` (nested models included);
+    returns how many layers changed."""
+    count = 0
+    stack = list(getattr(getattr(model, "detector", model), "layers", []))
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", []) or [])
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            count += 1
+    return count
+
+
+def _compile(model, config, total_steps, start_step=0):
+    from keras_csp.training.optimizers import make_optimizer
+    from keras_csp.training.schedules import DarknetSchedule
+
+    burn_in = config.burn_in if config.burn_in is not None else min(1000, total_steps // 10)
+    policy = {"steps": "steps", "poly": "poly", "cosine": "cosine", "constant": "constant"}.get(config.schedule)
+    if policy is None:
+        raise ValueError(f"config `schedule` must be steps, poly, cosine or constant; received {config.schedule!r}")
+    schedule = DarknetSchedule(config.learning_rate, max(1, total_steps), policy, burn_in=burn_in)
+    optimizer = make_optimizer(config.optimizer, schedule, config.momentum, config.weight_decay, config.ema,
+                               config.clipnorm)
+    model.compile(optimizer=optimizer, loss=config.loss, steps_per_execution=config.steps_per_execution)
+    if start_step:
+        model.optimizer.build(model.trainable_variables)
+        model.optimizer.iterations.assign(start_step)
+    return model
+
+
+def _callbacks(config, model, out, chief, val_ds, val_source, backup_dir, extra):
+    from keras_csp.evaluation import COCOEvalCallback
+    from keras_csp.losses import NaNGuard
+    from keras_csp.training.callbacks import LearningRateLogger, RunLog
+    from keras_csp.training.checkpoints import BackupAndResume, WeightsCheckpoint
+    from keras_csp.training.ema import EMASwap
+
+    callbacks = [NaNGuard(), LearningRateLogger()]
+    backup = BackupAndResume(backup_dir) if config.backup else None
+    if backup:
+        callbacks.append(backup)
+    if config.ema:
+        callbacks.append(EMASwap())
+    evaluator = None
+    if val_ds is not None and chief:
+        evaluator = COCOEvalCallback(val_ds, val_source, every=config.eval_every,
+                                     out_dir=os.path.join(out, "eval"), max_batches=config.eval_batches,
+                                     verbose=config.verbose)
+        callbacks.append(evaluator)
+    monitor, mode = ("val_AP", "max") if evaluator else ("loss", "min")
+    callbacks.append(WeightsCheckpoint(out, monitor=monitor, mode=mode))
+    callbacks.append(RunLog(out, title=f"{config.model} on {val_source.name if val_source else 'train'}"))
+    if config.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            logger.warning("TensorBoard logs skipped: the tensorboard package is not installed (pip install tensorboard)")
+        else:
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), write_graph=False))
+    callbacks.extend(extra)
+    return callbacks, backup, evaluator
+
+
+def _setup(config):
+    from keras_csp.training.strategy import make_strategy
+
+    strategy = make_strategy(config.strategy, config.cpu_devices)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if config.mixed_precision != "none":
+        keras.mixed_precision.set_global_policy(config.mixed_precision)
+    return strategy
+
+
+def _resume_epoch(out, phases):
+    from keras_csp.training.checkpoints import BackupAndResume
+
+    found = [BackupAndResume(os.path.join(out, name)).latest() for name in phases]
+    return max([f[0] for f in found if f] + [0])
+
+
+def train(config=None, extra_callbacks=(), train_source=None, val_source=None, detector=None, **options):
+    """Train a detector as ``config`` (a ``TrainConfig``, or options as keywords) says.
+
+    ``train_source`` / ``val_source`` may be given as source objects instead of the
+    ``config.train`` / ``config.val`` strings, and ``detector`` as a built detector instead
+    of building ``config.model`` (it must be that model: ``run.json`` records the name).
+    Restarting the same call after a crash resumes from ``<out>/backup``. Returns a
+    :class:`TrainResult`.
+    """
+    if config is None:
+        config = make_config(**options)
+    elif options:
+        config = dataclasses.replace(config, **options)
+    config = TrainConfig(**config.to_dict()).validate() if isinstance(config, TrainConfig) else make_config(**config)
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(config, extra_callbacks, train_source, val_source, detector)
+    finally:  # the policy is global: do not leak mixed precision into the caller's models
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(config, extra_callbacks, train_source, val_source, detector):
+    from keras_csp.evaluation import write_pr_curves
+    from keras_csp.training.checkpoints import atomic_save_weights, atomic_write_text
+    from keras_csp.training.models import build_model
+    from keras_csp.training.strategy import check_global_batch, is_chief, output_dir
+
+    strategy = _setup(config)
+    check_global_batch(config.batch_size, strategy)
+    chief = is_chief()
+    out = output_dir(config.out)
+    os.makedirs(out, exist_ok=True)
+
+    if train_source is None or (config.val and val_source is None):
+        resolved_train, resolved_val = resolve_sources(config)
+        train_source = train_source or resolved_train
+        val_source = val_source or resolved_val
+    num_classes = config.num_classes or train_source.num_classes
+    if num_classes != train_source.num_classes:
+        raise ValueError(f"config `num_classes` is {num_classes}; the training data has {train_source.num_classes}")
+    phase_dirs = ["backup"] if not config.freeze_backbone_epochs else ["backup-phase1", "backup-phase2"]
+    resume = _resume_epoch(out, phase_dirs) if config.backup else 0
+    train_ds, steps, val_ds = make_datasets(config, train_source, val_source, strategy, resume)
+    anchors = resolve_anchors(config, train_source, num_classes)
+    resolved = dataclasses.replace(config, num_classes=num_classes, anchors=anchors_text(anchors) or config.anchors,
+                                   steps_per_epoch=steps)
+    info = {
+        "model": config.model, "num_classes": num_classes, "image_size": config.image_size,
+        "anchors": anchors_text(anchors), "head_options": config.head_options, "class_names": list(train_source.class_names),
+        "category_ids": [int(c) for c in train_source.category_ids], "steps_per_epoch": steps,
+        "replicas": strategy.num_replicas_in_sync, "strategy": config.strategy,
+    }  # fmt: skip
+    if chief:
+        save_yaml(resolved, os.path.join(out, "config.yaml"))
+        atomic_write_text(os.path.join(out, "run.json"), json.dumps(info, indent=1))
+
+    model = detector
+    if model is None:
+        with strategy.scope():
+            model = build_model(config.model, num_classes, config.image_size, anchors=anchors,
+                                head_options=config.head_options, backbone_weights=config.backbone_weights,
+                                weights=config.weights)
+    if config.bn_momentum is not None:
+        set_bn_momentum(model, config.bn_momentum)
+    total = config.epochs * steps
+    phases = [(config.freeze_backbone_epochs, True)] if config.freeze_backbone_epochs else []
+    phases.append((config.epochs, False))
+    history, evaluator, start = {}, None, 0
+    frozen = backbone_layers(model) if config.freeze_backbone_epochs else []
+    for index, (end, freeze) in enumerate(phases):
+        for layer in frozen:
+            layer.trainable = not freeze
+        backup_dir = os.path.join(out, phase_dirs[index])
+        with strategy.scope():
+            _compile(model, config, total, start_step=start * steps)
+        callbacks, backup, evaluator = _callbacks(config, model, out, chief, val_ds, val_source, backup_dir,
+                                                  list(extra_callbacks))
+        initial = backup.restore(model) if backup else 0
+        initial = max(initial, start)
+        if initial < end:
+            fit = model.fit(train_ds, epochs=end, initial_epoch=initial, steps_per_epoch=steps, shuffle=False,
+                            callbacks=callbacks, verbose=config.verbose)
+            for k, v in fit.history.items():
+                history.setdefault(k, []).extend(v)
+            if model.stop_training:
+                break
+        start = end
+
+    if chief:
+        atomic_save_weights(model, os.path.join(out, "final.weights.h5"))
+    evaluation = None
+    if evaluator is not None and evaluator.results:
+        evaluation = evaluator.results[max(evaluator.results)]
+        if chief:
+            write_pr_curves(evaluation, os.path.join(out, "eval"))
+    run_log = next((c for c in callbacks if type(c).__name__ == "RunLog"), None)
+    full_history = run_log.history() if run_log is not None else history
+    seconds = dict(evaluator.seconds) if evaluator is not None else {}
+    return TrainResult(model, full_history, out, evaluation, resolved, info, seconds)
+
+
+__all__ = ["TrainResult", "augment_config", "make_datasets", "resolve_anchors", "resolve_sources", "train"]

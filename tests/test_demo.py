@@ -1,0 +1,59 @@
+"""``python -m keras_csp demo --quick``: synthetic data, training with fit on the CPU, COCO mAP on
+held-out images well above the untrained detector's, TFLite run, report and PNGs. The full
+demo (the README's 15-minute run and its mAP@0.5 >= 0.8 target) is marked slow."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_demo(out, *flags, timeout):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+               CUDA_VISIBLE_DEVICES="")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    done = subprocess.run([sys.executable, "-m", "keras_csp", "demo", "--out", str(out), *flags], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    output = done.stdout + done.stderr
+    report_path = out / "report.json"
+    assert report_path.is_file(), output[-4000:]
+    return done, output, json.loads(report_path.read_text())
+
+
+def _check_outputs(out, report):
+    for name in ("report.md", "curves.png", "predictions.png"):
+        assert (out / name).is_file(), name
+    for name in ("curves.png", "predictions.png"):
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.size[0] > 200
+    assert (out / "run" / "final.weights.h5").is_file() and (out / "run" / "history.json").is_file()
+    assert "mAP" in (out / "report.md").read_text() or "AP50" in (out / "report.md").read_text()
+    assert report["epochs"] == len(report["history"]["loss"])
+
+
+def test_quick_demo_learns(tmp_path):
+    done, output, report = _run_demo(tmp_path, "--quick", timeout=900)
+    assert done.returncode == 0, output[-4000:]  # the quick target (learning, not the README's) is met
+    floor, final = report["untrained"]["stats"], report["final"]["stats"]
+    assert final["AP50"] >= max(0.02, 3 * floor["AP50"]), (floor, final)
+    assert final["AP"] > floor["AP"]
+    assert "held-out mAP@0.5 = " in output
+    _check_outputs(tmp_path, report)
+    tflite = report["tflite"]
+    assert tflite and "error" not in tflite, tflite
+    assert os.path.isfile(tflite["path"]) and os.path.isfile(tflite["png"])
+
+
+@pytest.mark.slow
+def test_full_demo_meets_the_readme_target(tmp_path):
+    done, output, report = _run_demo(tmp_path, timeout=2400)
+    _check_outputs(tmp_path, report)
+    print(output[-2500:])
+    assert report["train_seconds"] <= 16 * 60
+    assert report["final"]["stats"]["AP50"] >= 0.8, report["final"]["table"]
+    assert done.returncode == 0

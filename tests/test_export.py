@@ -174,6 +174,10 @@ def test_builtin_nms_matches_the_saved_model(detector, images, out_dir):
         "boxes", "scores", "classes", "num_detections"]
     assert "NON_MAX_SUPPRESSION_V5" in result.gpu_report.op_counts
     assert not result.gpu_report.ok  # the NMS tail is CPU work, and the report says so
+    # ... but it must not raise op versions (per opcode) past what the delegate parses,
+    # which would push the network's own ops (e.g. its strided slices) off the GPU too.
+    assert not [f for f in result.gpu_report.findings if f.kind == "version"]
+    assert all(f.layer is None for f in result.gpu_report.findings)  # none in the network
     saved = to_saved_model(model, os.path.join(out_dir, "nms_saved"), heads=heads, nms=True,
                            max_detections=20)
     serve = tf.saved_model.load(saved).signatures["serving_default"]

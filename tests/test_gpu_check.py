@@ -54,6 +54,15 @@ class Bincount(keras.layers.Layer):
         return x + tf.cast(counts[0], tf.float32)
 
 
+@register
+class BoolSlice(keras.layers.Layer):
+    """Slices a float and a bool tensor: the bool one raises the shared opcode's version."""
+
+    def call(self, x):
+        mask = tf.cast((x > 0.0)[:, :, :, :2], tf.float32)
+        return x[:, :, :, 1:3] * mask
+
+
 def _model(layer):
     image = keras.Input((8, 8, 3), batch_size=1, name="image")
     x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(image)
@@ -122,6 +131,13 @@ def test_flex_op_is_reported_and_to_tflite_refuses_it(out_dir):
     assert flex[0].layer == "bincount"
 
 
+def test_one_bool_slice_raises_every_strided_slice_version(out_dir):
+    report = _export(_model(BoolSlice(name="bool_slice")), out_dir).gpu_report
+    versions = [f for f in report.findings if f.kind == "version"]
+    assert len(versions) == report.op_counts["STRIDED_SLICE"] >= 2
+    assert all("version 3" in f.message for f in versions)
+
+
 def test_live_variables_from_concrete_functions_are_reported():
     image = keras.Input((8, 8, 3), batch_size=1)
     model = keras.Model(image, keras.layers.Conv2D(4, 3, name="conv")(image))
@@ -168,7 +184,8 @@ def test_layer_of_reads_tensor_names():
     names = {"c2_conv": "Conv2D", "conv2d_1": "Conv2D"}
     assert gpu_check.layer_of("functional_1/c2_conv_1/convolution", names) == "c2_conv"
     assert gpu_check.layer_of("model/conv2d_1/BiasAdd", names) == "conv2d_1"
-    assert gpu_check.layer_of("a/b;functional_1/c2_conv_1/Relu", names) == "c2_conv"
+    assert gpu_check.layer_of("functional_1/c2_conv_1/Relu;a/b", names) == "c2_conv"
+    assert gpu_check.layer_of("m/conv2d_1/Relu;m/c2_conv_1/Conv2D", names) == "c2_conv"
     assert gpu_check.layer_of("functional_1/c2_conv_1/convolution") == "c2_conv"
     assert gpu_check.layer_of("arith.constant", names) is None
 

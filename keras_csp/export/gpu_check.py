@@ -62,6 +62,9 @@ LAYER_HINTS = {
     "UpSampling2D": "Keras 3 lowers nearest UpSampling2D to a rank-5 reshape + tile; use "
                     "keras_csp.layers.darknet_ops.NearestUpsample2D (one "
                     "RESIZE_NEAREST_NEIGHBOR)",
+    "DepthwiseConv2D": "a depth multiplier > 1 is delegated only on 1-channel inputs; "
+                       "duplicate the channels first (a constant 1x1 conv) and use "
+                       "depth_multiplier=1",
 }
 
 KINDS = ("op", "version", "flex", "custom", "rank", "dtype", "weights", "dynamic", "params")
@@ -252,12 +255,13 @@ def layer_of(tensor_name, layer_names=None):
     """The Keras layer a TFLite tensor name comes from, or None.
 
     Names look like ``functional_1/c2_conv_1/convolution`` (TF appends ``_N`` to a
-    re-entered name scope), several joined by ``;`` after fusion. With ``layer_names`` (a set)
+    re-entered name scope), several joined by ``;`` after fusion, the op that absorbed the
+    others last (``act;bn;conv``): it is tried first. With ``layer_names`` (a set or dict)
     the scope must name a real layer; without it the second scope, ``_N`` stripped, is taken.
     """
     if not tensor_name:
         return None
-    for name in tensor_name.split(";"):
+    for name in reversed(tensor_name.split(";")):
         scopes = name.split(":")[0].split("/")
         if layer_names is not None:
             for scope in scopes[:-1] if len(scopes) > 1 else scopes:
@@ -290,9 +294,12 @@ class _Checker:
         if layer is None and index is not None:
             # Output names first; model outputs are renamed (StatefulPartitionedCall:0), so
             # then the op's constant inputs (axes, shapes), named after the layer too.
+            # A conv's output is named after the activation fused into it: kernel first.
             op = self.g.operators[index]
-            candidates = self.g._ids(op.outputs) + [
-                t for t in self.g._ids(op.inputs) if self.g.is_constant(t)]
+            constants = [t for t in self.g._ids(op.inputs) if self.g.is_constant(t)]
+            candidates = self.g._ids(op.outputs) + constants
+            if self.g.op_name(op)[0] in WEIGHTED_OPS:  # fused conv + act: the kernel's layer
+                candidates = constants + self.g._ids(op.outputs)
             for t in candidates:
                 layer = layer_of(self.g.name(t), self.layer_names)
                 if layer:

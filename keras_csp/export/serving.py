@@ -273,11 +273,14 @@ def _nms_one(boxes, scores, classes, post):
         soft_nms_sigma=0.0,
         pad_to_max_output_size=True,
     )
-    keep = tf.range(k) < valid
+    # A float mask: slicing a bool tensor would raise the version of every STRIDED_SLICE in
+    # the file to 3 (versions are per opcode), which the GPU delegate refuses in the body too.
+    keep = tf.cast(tf.range(k) < valid, tf.float32)
     out_boxes = tf.clip_by_value(tf.gather(boxes, selected), 0.0, 1.0)
+    out_classes = tf.cast(tf.gather(classes, selected) + 1, tf.float32) * keep - 1.0
     return {
-        "boxes": tf.ensure_shape(tf.where(keep[:, None], out_boxes, 0.0), [k, 4]),
-        "scores": tf.ensure_shape(tf.where(keep, tf.gather(scores, selected), 0.0), [k]),
-        "classes": tf.ensure_shape(tf.where(keep, tf.gather(classes, selected), -1), [k]),
+        "boxes": tf.ensure_shape(out_boxes * tf.expand_dims(keep, 1), [k, 4]),
+        "scores": tf.ensure_shape(tf.gather(scores, selected) * keep, [k]),
+        "classes": tf.ensure_shape(tf.cast(out_classes, tf.int32), [k]),
         "num_detections": tf.reshape(valid, []),
     }

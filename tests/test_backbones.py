@@ -192,3 +192,11 @@ class TestBadArguments:
     def test_unknown_zoo_name(self):
         with pytest.raises(ValueError, match="Unknown model 'cspfoo'"):
             zoo.build("cspfoo")
+
+
+def test_mish_matches_its_definition():
+    """Mish's int8-friendly form equals x * tanh(log(1 + e^x)) (float64 reference)."""
+    x = np.linspace(-30, 30, 20001).astype(np.float32)
+    got = keras_csp.layers.Mish()(x).numpy()
+    ref = x.astype(np.float64) * np.tanh(np.log1p(np.exp(x.astype(np.float64))))
+    np.testing.assert_allclose(got, ref, atol=5e-6)

@@ -9,12 +9,15 @@ ACTIVATIONS = ("linear", "leaky", "relu", "mish", "swish", "logistic")
 class Mish(keras.layers.Layer):
     """Mish, ``x * tanh(softplus(x))`` (Misra 2019), as Darknet's ``activation=mish``.
 
-    Darknet's softplus uses a threshold of 20 (softplus(x) = x above it); ``tanh`` of
-    anything above 20 is 1.0 in float32, so the plain formula gives identical numbers.
+    softplus is written ``relu(x) - log(sigmoid(|x|))`` (the same function): every
+    intermediate is bounded, so full-int8 TFLite keeps its precision (``softplus`` becomes an
+    unbounded EXP there), and tf_keras' grappler cannot fuse it into an unsupported
+    FusedBatchNorm+Mish kernel. Darknet's softplus threshold of 20 changes nothing in float32.
     """
 
     def call(self, inputs):
-        return inputs * tf.math.tanh(tf.math.softplus(inputs))
+        softplus = tf.nn.relu(inputs) - tf.math.log(tf.math.sigmoid(tf.abs(inputs)))
+        return inputs * tf.math.tanh(softplus)
 
 
 def check_activation(name, argument="activation"):

@@ -24,7 +24,7 @@ equals the input channels, as mobile GPUs want), :func:`squeeze_excite` and
 import dataclasses
 
 from keras_csp.backend import keras, register
-from keras_csp.layers import BN_EPSILON, DarknetShortcut, activation_layer, conv_bn_act, darknet_padding
+from keras_csp.layers import BN_EPSILON, DarknetShortcut, NearestUpsample2D, activation_layer, conv_bn_act, darknet_padding
 
 
 @register
@@ -173,7 +173,7 @@ def elastic_dense_layer(x, spec, activation, name, registry):
     b = keras.layers.MaxPooling2D(2, 2, padding="same", name=f"{name}_b_pool")(x)
     b = conv_bn_act(b, spec.hidden, 1, activation=activation, name=f"{name}_b_conv1", registry=registry)
     b = conv_bn_act(b, spec.growth, 3, activation=activation, name=f"{name}_b_conv2", registry=registry)
-    b = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_b_up")(b)
+    b = NearestUpsample2D(2, name=f"{name}_b_up")(b)  # RESIZE_NEAREST_NEIGHBOR, GPU-delegate safe
     new = keras.layers.Add(name=f"{name}_sum")([a, b])
     return keras.layers.Concatenate(name=f"{name}_concat")([new, x])
 
@@ -197,7 +197,7 @@ def elastic_block(x, spec, activation, stride, name, registry):
     b = ChannelRange(half, channels, name=f"{name}_split2")(x)
     b = keras.layers.MaxPooling2D(2, 2, padding="same", name=f"{name}_b_pool")(b)
     b = _elastic_branch(b, spec, activation, f"{name}_b", registry)
-    b = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_b_up")(b)
+    b = NearestUpsample2D(2, name=f"{name}_b_up")(b)  # RESIZE_NEAREST_NEIGHBOR, GPU-delegate safe
     y = keras.layers.Concatenate(name=f"{name}_concat")([a, b])
     if tuple(x.shape[1:]) == tuple(y.shape[1:]):
         y = keras.layers.Add(name=f"{name}_add")([y, x])

@@ -287,7 +287,7 @@ def test_keras_save_load_round_trip(tmp_path, build):
 def test_every_block_kind_is_exercised():
     model = every_block_kind(include_top=False)
     kinds = {type(layer).__name__ for layer in model.layers}
-    assert {"ChannelRange", "Multiply", "UpSampling2D", "DepthwiseConv2D", "AveragePooling2D", "Add"} <= kinds
+    assert {"ChannelRange", "Multiply", "NearestUpsample2D", "DepthwiseConv2D", "AveragePooling2D", "Add"} <= kinds
 
 
 def test_legacy_keras_builds_the_same_networks(tmp_path):

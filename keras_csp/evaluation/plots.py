@@ -108,6 +108,8 @@ def plot_history(history, path, title=None):
     history = {k: [np.nan if v is None else float(v) for v in vs] for k, vs in history.items() if vs}
     losses = [k for k in history if k.endswith("loss")]
     metrics = [k for k in history if re.match(r"^(val_)?(AP|AR|top)", k) and not k.startswith(("val_AR", "AR"))]
+    for k in metrics:  # pycocotools' -1: nothing to measure (e.g. no large objects)
+        history[k] = [np.nan if v < 0 else v for v in history[k]]
     metrics = [k for k in metrics if np.isfinite(history[k]).any()]
     panels = [("loss", losses, True), ("COCO / accuracy", metrics, False)]
     if "learning_rate" in history or "lr" in history:

@@ -117,6 +117,8 @@ def _model_convs(model):
         channels = conv.input.shape[-1]
         if isinstance(conv, keras.layers.DepthwiseConv2D):
             filters, groups = channels * conv.depth_multiplier, channels
+            if any(layer.name == f"{block}_repeat" for layer in model.layers):  # multiplier as repeats
+                groups //= model.get_layer(f"{block}_repeat").repeats
         else:
             filters, groups = conv.filters, conv.groups
         try:
@@ -231,7 +233,45 @@ def test_mobile_nets_use_depthwise_convs():
     assert kinds.count("DepthwiseConv2D") == 21
     assert model.get_layer("stage1_cross_conv").groups == 16  # 3x3 over channel pairs: a grouped conv
     assert type(model.get_layer("stage2_main1_conv")).__name__ == "DepthwiseConv2D"
-    assert model.get_layer("stage2_main1_conv").depth_multiplier == 2
+    # Darknet's depthwise x2 as repeated channels + multiplier 1 (the GPU delegate's form).
+    assert model.get_layer("stage2_main1_repeat").repeats == 2
+    assert model.get_layer("stage2_main1_conv").depth_multiplier == 1
+    assert model.get_layer("stage2_main1_conv").output.shape[-1] == 2 * 48
+
+
+def test_repeated_channels_compute_a_depthwise_multiplier():
+    """RepeatChannels(m) + DepthwiseConv2D(multiplier 1) equals DepthwiseConv2D(multiplier m)
+    with the same kernel values (Keras' [k, k, C, m] order flattened to [k, k, C*m, 1])."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 9, 7, 5)).astype(np.float32)
+    reference = keras.layers.DepthwiseConv2D(3, strides=2, depth_multiplier=3, use_bias=False)
+    want = reference(x).numpy()
+    repeat = keras_csp.layers.RepeatChannels(3)
+    ours = keras.layers.DepthwiseConv2D(3, strides=2, depth_multiplier=1, use_bias=False)
+    ours.build((None, 9, 7, 15))
+    ours.set_weights([reference.get_weights()[0].reshape(3, 3, 15, 1)])
+    np.testing.assert_allclose(ours(repeat(x)).numpy(), want, rtol=1e-5, atol=1e-5)
+    again = keras_csp.layers.RepeatChannels.from_config(repeat.get_config())
+    assert again.repeats == 3 and again.compute_output_shape((None, 9, 7, 5)) == (None, 9, 7, 15)
+    with pytest.raises(ValueError, match="repeats"):
+        keras_csp.layers.RepeatChannels(0)
+
+
+def test_csp_mobilenet_v2_runs_whole_on_the_gpu_delegate(tmp_path):
+    """Every op of the exported CSPMobileNet-v2 passes the GPU-delegate check, and LiteRT
+    gives the Keras outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_csp.export import to_tflite
+
+    model = keras_csp.CSPMobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None)
+    result = to_tflite(model, tmp_path / "csmobilenet.tflite")
+    assert result.gpu_report.ok, str(result.gpu_report)
+    runner = Interpreter(model_path=result.path).get_signature_runner("serving_default")
+    image = np.random.default_rng(1).random((1, 64, 64, 3), dtype=np.float32)
+    want = model(image, training=False).numpy()
+    got = runner(images=image)["output"]
+    np.testing.assert_allclose(got, want, atol=1e-3 * np.abs(want).max(), rtol=1e-3)
 
 
 def test_fit_one_step_and_every_weight_gets_a_gradient():

@@ -2,7 +2,7 @@
 
 from keras_csp.layers.activations import ACTIVATIONS, Mish, activation_layer, check_activation
 from keras_csp.layers.conv import BN_EPSILON, GroupedConv2D, conv_bn_act, darknet_padding
-from keras_csp.layers.merge import ChannelSlice, DarknetShortcut
+from keras_csp.layers.merge import ChannelSlice, DarknetShortcut, RepeatChannels
 
 __all__ = [
     "ACTIVATIONS",
@@ -11,6 +11,7 @@ __all__ = [
     "DarknetShortcut",
     "GroupedConv2D",
     "Mish",
+    "RepeatChannels",
     "activation_layer",
     "check_activation",
     "conv_bn_act",

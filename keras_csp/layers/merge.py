@@ -51,3 +51,38 @@ class ChannelSlice(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "groups": self.groups, "group_id": self.group_id}
+
+
+@register
+class RepeatChannels(keras.layers.Layer):
+    """Each channel ``repeats`` times in place: channel ``c * repeats + k`` is input ``c``.
+
+    With a depth-multiplier-1 depthwise conv after it, this computes a depthwise conv with
+    ``depth_multiplier=repeats`` (same kernel order), which the TFLite GPU delegate rejects
+    on inputs of more than one channel. It lowers to RESHAPE, CONCATENATION and RESHAPE,
+    all rank 4, so the delegate runs it.
+    """
+
+    def __init__(self, repeats, **kwargs):
+        super().__init__(**kwargs)
+        if int(repeats) < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+        self.repeats = int(repeats)
+
+    def call(self, inputs):
+        if self.repeats == 1:
+            return inputs
+        height, width, channels = inputs.shape[1], inputs.shape[2], inputs.shape[3]
+        if height is None or width is None:
+            dynamic = tf.shape(inputs)
+            height, width = dynamic[1], dynamic[2]
+        columns = tf.reshape(inputs, [-1, height * width, channels, 1])
+        repeated = tf.concat([columns] * self.repeats, axis=-1)
+        return tf.reshape(repeated, [-1, height, width, channels * self.repeats])
+
+    def compute_output_shape(self, input_shape):
+        channels = None if input_shape[-1] is None else input_shape[-1] * self.repeats
+        return tuple(input_shape[:-1]) + (channels,)
+
+    def get_config(self):
+        return {**super().get_config(), "repeats": self.repeats}

@@ -24,7 +24,9 @@ equals the input channels, as mobile GPUs want), :func:`squeeze_excite` and
 import dataclasses
 
 from keras_csp.backend import keras, register
-from keras_csp.layers import BN_EPSILON, DarknetShortcut, NearestUpsample2D, activation_layer, conv_bn_act, darknet_padding
+from keras_csp.layers import (
+    BN_EPSILON, DarknetShortcut, NearestUpsample2D, RepeatChannels, activation_layer, conv_bn_act, darknet_padding,
+)
 
 
 @register
@@ -71,9 +73,12 @@ def conv_block(x, filters, size, stride=1, groups=1, activation="leaky", name="c
     padding, pad = darknet_padding(size, stride)
     if pad:
         x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+    if filters > groups:
+        # depth_multiplier > 1 as repeated channels + multiplier 1: same result and kernel
+        # order, and the TFLite GPU delegate runs it (it takes a multiplier on 1 channel only).
+        x = RepeatChannels(filters // groups, name=f"{name}_repeat")(x)
     x = keras.layers.DepthwiseConv2D(
-        size, strides=stride, padding=padding, depth_multiplier=filters // groups,
-        use_bias=False, name=f"{name}_conv",
+        size, strides=stride, padding=padding, depth_multiplier=1, use_bias=False, name=f"{name}_conv",
     )(x)
     x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     act = activation_layer(activation, f"{name}_act")

@@ -3,13 +3,17 @@
 For each model at SIZE x SIZE: kernel weights, BFLOPs, batch-1 latency (tf.function and XLA),
 batch-8 throughput, one SGD training step at batch 8, and the achieved GFLOP/s. Peers are
 listed when installed (keras-hub); ratios are peer time / our time (above 1: we are faster).
+With ``--tflite``, also batch-1 TFLite latency (ai-edge-litert, XNNPACK, ``--threads``) of the
+float32 and the full-integer int8 export (calibrated on 32 smooth random images: latency only).
 
     python benchmarks/backbones.py                     # the six big backbones, 256x256
     python benchmarks/backbones.py --models CSPDarknet53 --repeats 5
-    python benchmarks/backbones.py --set small --size 224   # the small / mobile backbones
+    python benchmarks/backbones.py --set small --size 224 320 --tflite   # the small / mobile ones
 """
 
 import argparse
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -98,6 +102,48 @@ def measure_all(models, size, repeats):
     return rows
 
 
+def tflite_latency(models, size, repeats, threads):
+    """{name: (fp32 ms, int8 ms)}: batch-1 median latency of each model's TFLite exports,
+    all files interleaved call by call."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_csp.export import to_tflite
+
+    rng = np.random.default_rng(0)
+    coarse = rng.random((32, 8, 8, 3)).astype(np.float32)
+    samples = tf.image.resize(coarse, (size, size), "bicubic").numpy().clip(0, 1)
+    folder = tempfile.mkdtemp(prefix="backbone_tflite_")
+    runners = {}
+    for name, model in models.items():
+        for variant, quantize in (("fp32", None), ("int8", "int8")):
+            path = os.path.join(folder, f"{name.replace(' ', '_')}_{variant}.tflite")
+            try:
+                to_tflite(model, path, quantize=quantize, representative_data=samples if quantize else None)
+            except Exception as err:  # noqa: BLE001 - report, do not abort the table
+                print(f"{name} {variant}: export failed: {type(err).__name__}: {str(err)[:200]}")
+                continue
+            interpreter = Interpreter(model_path=path, num_threads=threads)
+            interpreter.allocate_tensors()
+            detail = interpreter.get_input_details()[0]
+            image = samples[:1]
+            if detail["dtype"] != np.float32:
+                scale, zero = detail["quantization"]
+                image = np.round(image / scale + zero).astype(detail["dtype"])
+
+            def run(_, interpreter=interpreter, index=detail["index"], image=image):
+                interpreter.set_tensor(index, image)
+                interpreter.invoke()
+                return ()
+
+            runners[(name, variant)] = run
+    keys = list(runners)
+    times = interleaved([runners[k] for k in keys], None, repeats)
+    result = {name: [float("nan"), float("nan")] for name in models}
+    for (name, variant), t in zip(keys, times):
+        result[name][0 if variant == "fp32" else 1] = t
+    return result
+
+
 def keras_hub_peer(size):
     """KerasHub's CSPDarknet53 (the timm layout), or None when keras-hub is absent."""
     try:
@@ -115,21 +161,33 @@ def main():
     parser.add_argument("--models", nargs="+", help="zoo names (default: --set)")
     parser.add_argument("--set", choices=("big", "small"), default="big",
                         help="big: the six ImageNet backbones; small: the mobile ones (use --size 224 / 320)")
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, nargs="+", default=[256], help="input side(s)")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--tflite", action="store_true", help="add TFLite fp32 / int8 batch-1 latency")
+    parser.add_argument("--threads", type=int, default=2, help="TFLite threads")
     args = parser.parse_args()
     args.models = args.models or (BIG if args.set == "big" else SMALL)
+    for size in args.size:
+        run_size(args, size)
 
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {args.size}x{args.size}, "
-          f"{len(tf.config.list_physical_devices('CPU'))} CPU device(s)")
+
+def run_size(args, size):
+    print(f"\nTensorFlow {tf.__version__}, Keras {keras.__version__}, {size}x{size}, "
+          f"{len(tf.config.list_physical_devices('CPU'))} CPU device(s), {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}")
     models = {
-        name: keras_csp.zoo.build(name, include_top=False, input_shape=(args.size, args.size, 3))
+        name: keras_csp.zoo.build(name, include_top=False, input_shape=(size, size, 3))
         for name in args.models
     }
-    peer = keras_hub_peer(args.size)
+    peer = keras_hub_peer(size)
     if peer is not None:
         models[PEER] = peer
-    rows = measure_all(models, args.size, args.repeats)
+    rows = measure_all(models, size, args.repeats)
+    if args.tflite:
+        lite = tflite_latency(models, size, args.repeats, args.threads)
+        for row in rows:
+            row["tfl_fp32"], row["tfl_int8"] = lite[row["name"]]
+    _print.header = False
     for row in rows:
         _print(row)
     by_name = {r["name"]: r for r in rows}
@@ -147,12 +205,14 @@ def main():
 
 
 def _print(r):
+    lite = "tfl_fp32" in r
     if not getattr(_print, "header", False):
         print(f"{'model':<22} {'weights':>11} {'BFLOPs':>7} {'b1 ms':>7} {'b1 XLA':>7} {'b8 img/s':>9} "
-              f"{'train b8 s':>10} {'GFLOP/s':>8}")
+              f"{'train b8 s':>10} {'GFLOP/s':>8}" + (f" {'tfl fp32':>8} {'tfl int8':>8}" if lite else ""))
         _print.header = True
     print(f"{r['name']:<22} {r['params']:>11,} {r['flops'] / 1e9:>7.2f} {r['lat'] * 1e3:>7.1f} "
-          f"{r['lat_xla'] * 1e3:>7.1f} {r['thr']:>9.1f} {r['train']:>10.2f} {r['gflops_s']:>8.1f}", flush=True)
+          f"{r['lat_xla'] * 1e3:>7.1f} {r['thr']:>9.1f} {r['train']:>10.2f} {r['gflops_s']:>8.1f}"
+          + (f" {r['tfl_fp32'] * 1e3:>8.1f} {r['tfl_int8'] * 1e3:>8.1f}" if lite else ""), flush=True)
 
 
 if __name__ == "__main__":

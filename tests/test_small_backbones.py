@@ -417,3 +417,17 @@ class TestBadArguments:
         spec = StageSpec(csp=True, split=(8, 4), split_mode="slice", block="dense", growth=4, num_blocks=1)
         with pytest.raises(ValueError, match=r"cross \+ main == input channels; got split=\(8, 4\) for 16"):
             build_stage(keras.Input((8, 8, 16)), spec, "leaky", "s", [])
+
+
+def test_backbone_benchmark_measures_tflite_fp32_and_int8():
+    """benchmarks/backbones.py --tflite: both exports of a small model are timed (smoke: the
+    numbers exist and are positive; timings are never asserted)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "backbones.py")
+    spec = importlib.util.spec_from_file_location("backbones_benchmark", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    model = keras_csp.CSPDenseNetbRef(include_top=False, input_shape=(64, 64, 3))
+    fp32, int8 = script.tflite_latency({"CSPDenseNetbRef": model}, 64, repeats=2, threads=1)["CSPDenseNetbRef"]
+    assert 0 < fp32 < 10 and 0 < int8 < 10

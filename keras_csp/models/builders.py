@@ -1,4 +1,4 @@
-"""``keras.applications``-style builder functions for the small backbones' spec functions.
+"""``keras.applications``-style builder functions over backbone spec functions (all families).
 
 A family here is a function ``make_spec(fusion, partial_ratio, **options) -> BackboneSpec``:
 the reconstructed CSP nets size their channel-slice splits, partial transitions and fusion
@@ -17,16 +17,14 @@ ARGS_DOC = """
     Args:
         include_top: add the classifier (global average pool and 1x1 conv to `classes`,
             in the order of the Darknet layout).
-        weights: None, "imagenet" (keras_csp registers no ImageNet weights for this model
-            yet: it fails naming the models that have them), a Darknet ``.weights`` file
-            (conv blocks map in cfg order), or a Keras weights file.
+        {weights_doc}
         input_tensor: optional Keras tensor to use as the image input.
         input_shape: (height, width, 3); default ({size}, {size}, 3) with the top, else
             (None, None, 3). Height and width must be at least the network's stride.
         pooling: with include_top=False, None (4-D features), "avg" or "max".
         classes: number of classes of the top.
         classifier_activation: activation of the top (None returns logits).
-        activation: leaky / mish / swish / relu / linear / logistic; default {act}.
+        activation: leaky / mish / swish / relu / linear / logistic; default {act}.{act_doc}
         fusion: {fusion_doc}
         partial_ratio: {ratio_doc}{extra_doc}
         name: model name.
@@ -51,6 +49,16 @@ RATIO_DOC = {
 }
 
 
+def imagenet_doc(model_name):
+    """What ``weights="imagenet"`` does for ``model_name``, from the registry (docstrings)."""
+    from keras_csp.models.pretrained import IMAGENET_FILES
+
+    files = sorted(f"{f} ({a})" for (m, a), f in IMAGENET_FILES.items() if m == model_name)
+    if not files:
+        return '"imagenet" (keras_csp registers no ImageNet weights for this model yet: it fails naming the models that have them)'
+    return f'"imagenet" (the authors\' {", ".join(files)}, read from the cache folder; offline it fails with instructions)'
+
+
 def check_fusion_and_ratio(fusion, partial_ratio):
     if fusion not in FUSIONS:
         raise ValueError(f"The `fusion` argument should be one of {FUSIONS}; received fusion={fusion!r}.")
@@ -69,14 +77,15 @@ def split_width(channels, ratio, where):
     return main
 
 
-def make_builder(model_name, make_spec, summary, *, mode, default_fusion="both", options=None):
+def make_builder(model_name, make_spec, summary, *, mode, default_fusion="both", options=None, mish_variant=None):
     """A builder function named ``model_name`` over ``make_spec``.
 
     ``mode`` says how fusion and partial_ratio reach the network: "baked" (``make_spec``
     sizes the stages from them), "generic" (handed to build_application), "none" (plain
     network: accepted, no effect) or "fixed" (a cfg with fixed split widths: fusion is
     handed on, partial_ratio must be 0.5). ``options`` are extra keyword arguments
-    (name -> (default, doc line)) passed on to ``make_spec``.
+    (name -> (default, doc line)) passed on to ``make_spec``; ``mish_variant`` names the
+    cfg variant that ``activation="mish"`` gives, for the docstring.
     """
     options = dict(options or {})
 
@@ -127,8 +136,13 @@ def make_builder(model_name, make_spec, summary, *, mode, default_fusion="both",
 
     extra = "".join(f"\n        {wrap(f'{k}: {doc}')}" for k, (_, doc) in options.items())
     builder.__name__ = builder.__qualname__ = model_name
+    act_doc = ""
+    if mish_variant:
+        act_doc = f'\n            "mish" gives the cfgs\' `{mish_variant}` variant.'
     builder.__doc__ = summary.rstrip() + "\n" + ARGS_DOC.format(
-        size=spec.default_size, act=spec.activation,
+        size=spec.default_size, act=spec.activation, act_doc=act_doc,
+        weights_doc=wrap(f"weights: None, {imagenet_doc(model_name)}, a Darknet ``.weights`` file (conv blocks map "
+                         "in cfg order), or a Keras weights file."),
         fusion_doc=wrap("fusion: " + FUSION_DOC["generic" if mode == "fixed" else mode])[len("fusion: "):],
         ratio_doc=wrap("partial_ratio: " + RATIO_DOC[mode])[len("partial_ratio: "):], extra_doc=extra,
     )

@@ -2,7 +2,8 @@
 transcribed from the authors' Darknet cfgs (csdarknet53, darknet53, csresnet50,
 resnet50 (in_progress/darknet/icfg layout), csresnext50, resnext50)."""
 
-from keras_csp.models.application import BackboneSpec, build_application
+from keras_csp.models.application import BackboneSpec
+from keras_csp.models.builders import make_builder
 from keras_csp.models.stages import ConvSpec, StageSpec
 
 RESNET_STEM = (ConvSpec(64, 7, 2), "maxpool")
@@ -73,28 +74,7 @@ SPECS = {
     "ResNeXt50": _resnet(csp=False, groups=32),
 }
 
-_DOC = """Instantiate the {name} architecture of the authors' cfg ({cfg}).
-
-    Args:
-        include_top: add the classifier (global average pool, 1x1 conv to `classes`, as Darknet).
-        weights: None, "imagenet" (the authors' ImageNet weights; offline it fails with
-            instructions), a Darknet ``.weights`` file, or a Keras weights file.
-        input_tensor: optional Keras tensor to use as the image input.
-        input_shape: (height, width, 3); default ({size}, {size}, 3) with the top, else
-            (None, None, 3). Height and width must be at least the network's stride.
-        pooling: with include_top=False, None (4-D features), "avg" or "max".
-        classes: number of classes of the top.
-        classifier_activation: activation of the top (None returns logits).
-        activation: one of leaky / mish / swish / relu / linear / logistic; default {act}.
-            "mish" gives the cfgs' `-omega` variant.
-        fusion: "both" (the cfgs), "first" or "last" (the paper's Figure 3 ablation).
-        partial_ratio: share of channels sent through the blocks (gamma; cfgs use 0.5).
-        name: model name.
-
-    Inputs are RGB floats in [0, 1] (see `preprocess_input`). The stage outputs are
-    identity layers named ``P{{n}}`` (2**n times smaller than the input): use
-    `keras_csp.pyramid_outputs(model)` or `keras_csp.feature_extractor(model)`.
-    """
+_SUMMARY = """Instantiate the {name} architecture of the authors' cfg ({cfg}), {size}x{size}."""
 
 _CFGS = {
     "CSPDarknet53": "csdarknet53.cfg; -gamma and -omega variants",
@@ -106,37 +86,17 @@ _CFGS = {
 }
 
 
-def _make_builder(model_name):
+def _builder(model_name):
     spec = SPECS[model_name]
-
-    def builder(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        activation=None,
-        fusion="both",
-        partial_ratio=0.5,
-        name=None,
-    ):
-        return build_application(
-            spec, include_top=include_top, weights=weights, input_tensor=input_tensor,
-            input_shape=input_shape, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation, activation=activation,
-            fusion=fusion, partial_ratio=partial_ratio, name=name,
-        )
-
-    builder.__name__ = builder.__qualname__ = model_name
-    builder.__doc__ = _DOC.format(name=model_name, cfg=_CFGS[model_name], size=spec.default_size, act=spec.activation)
-    return builder
+    return make_builder(
+        model_name, lambda: spec, _SUMMARY.format(name=model_name, cfg=_CFGS[model_name], size=spec.default_size),
+        mode="generic", mish_variant="-omega" if model_name in ("CSPDarknet53", "CSPResNeXt50") else None,
+    )
 
 
-CSPDarknet53 = _make_builder("CSPDarknet53")
-Darknet53 = _make_builder("Darknet53")
-CSPResNet50 = _make_builder("CSPResNet50")
-ResNet50 = _make_builder("ResNet50")
-CSPResNeXt50 = _make_builder("CSPResNeXt50")
-ResNeXt50 = _make_builder("ResNeXt50")
+CSPDarknet53 = _builder("CSPDarknet53")
+Darknet53 = _builder("Darknet53")
+CSPResNet50 = _builder("CSPResNet50")
+ResNet50 = _builder("ResNet50")
+CSPResNeXt50 = _builder("CSPResNeXt50")
+ResNeXt50 = _builder("ResNeXt50")

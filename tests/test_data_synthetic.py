@@ -141,3 +141,23 @@ def test_cli_synth_writes_the_set(tmp_path, capsys):
     assert _digest(out) == _digest(reference)
     with pytest.raises(SystemExit):
         parser.parse_args(["data", "synth", str(out), "--num-images", "0"])
+
+
+def test_plain_variant_has_no_clutter_and_solid_shapes(tmp_path):
+    """clutter=False (the demo's set): same boxes drawn on one background texture with no
+    distractors; its manifest says so, so it never reuses a cluttered set's cache."""
+    from keras_csp.data.synthetic import render_image
+
+    def edge_energy(image):
+        return float(np.abs(np.diff(image.astype(np.float32), axis=1)).mean())
+
+    plain = [render_image(np.random.default_rng([3, i]), 96, 96, 3, 24, clutter=False) for i in range(12)]
+    busy = [render_image(np.random.default_rng([3, i]), 96, 96, 3, 24) for i in range(12)]
+    assert sum(len(objects) for _, objects in plain) >= 12
+    # no lines, arcs or blended second textures: fewer edges on average
+    assert np.mean([edge_energy(im) for im, _ in plain]) < np.mean([edge_energy(im) for im, _ in busy])
+    paths = ensure_synthetic_dataset(tmp_path / "plain", num_images=2, seed=1, image_size=(64, 64), clutter=False)
+    manifest = json.loads(open(paths["manifest"]).read())
+    assert manifest["clutter"] is False
+    again = ensure_synthetic_dataset(tmp_path / "plain", num_images=2, seed=1, image_size=(64, 64))
+    assert "clutter" not in json.loads(open(again["manifest"]).read())  # rewritten as the default set

@@ -15,7 +15,7 @@ def _synth(args):
     paths = write_synthetic_dataset(
         args.out_dir, num_images=args.num_images, seed=args.seed, image_size=image_size,
         min_side=args.min_side, max_side=args.max_side, max_objects=args.max_objects,
-        image_format=args.format,
+        min_object=args.min_object, image_format=args.format, clutter=not args.plain,
     )  # fmt: skip
     print(f"wrote {args.num_images} images ({len(SHAPE_CLASSES)} classes) to {paths['root']}")
     print(f"  COCO JSON : {paths['coco_json']}")
@@ -47,6 +47,9 @@ def add_data_parser(subparsers):
     synth.add_argument("--min-side", type=_positive, default=256, help="smallest random side (default 256)")
     synth.add_argument("--max-side", type=_positive, default=512, help="largest random side (default 512)")
     synth.add_argument("--max-objects", type=_positive, default=12, help="most objects per image (default 12)")
+    synth.add_argument("--min-object", type=_positive, default=8, help="smallest object side in pixels (default 8)")
+    synth.add_argument("--plain", action="store_true",
+                       help="no distractor lines / arcs / dots, one background texture, solid shapes (the demo's set)")
     synth.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image format (default jpg)")
     synth.set_defaults(func=_synth)
     return data

@@ -134,15 +134,19 @@ def _clutter(rng, image):
     image[...] = np.asarray(pil)
 
 
-def render_image(rng, height, width, max_objects=12, min_object=8):
+def render_image(rng, height, width, max_objects=12, min_object=8, clutter=True):
     """Draw one image; returns ``(image uint8 [h, w, 3], objects)``, objects being
-    ``(class_index, [x_min, y_min, x_max, y_max] pixels, visible_area)`` of visible pixels."""
+    ``(class_index, [x_min, y_min, x_max, y_max] pixels, visible_area)`` of visible pixels.
+
+    ``clutter=False`` draws the plain variant: one texture for the background, no distractor
+    lines, arcs or dots, and solid-coloured shapes (the demo's set: learnable in minutes).
+    """
     background = _texture(rng, height, width)
-    if rng.uniform() < 0.5:
+    if clutter and rng.uniform() < 0.5:
         alpha = rng.uniform(0.2, 0.6)
         background = background * (1 - alpha) + _texture(rng, height, width) * alpha
     image = np.clip(background, 0, 255).astype(np.uint8)
-    if rng.uniform() < 0.7:
+    if clutter and rng.uniform() < 0.7:
         _clutter(rng, image)
     n = 0 if rng.uniform() < 0.05 else int(rng.integers(1, max_objects + 1))
     max_size = 0.6 * min(height, width)
@@ -181,7 +185,7 @@ def render_image(rng, height, width, max_objects=12, min_object=8):
         rows, cols = np.nonzero(full.any(axis=1))[0], np.nonzero(full.any(axis=0))[0]
         region = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
         rh, rw = region[0].stop - region[0].start, region[1].stop - region[1].start
-        fill = _texture(rng, rh, rw, "solid" if rng.uniform() < 0.6 else None)
+        fill = _texture(rng, rh, rw, "solid" if not clutter or rng.uniform() < 0.6 else None)
         alpha = full[region][..., None]
         canvas[region] = canvas[region] * (1 - alpha) + fill * alpha
     noise = rng.uniform(0, 10)
@@ -192,7 +196,7 @@ def render_image(rng, height, width, max_objects=12, min_object=8):
 
 
 def write_synthetic_dataset(out_dir, num_images=64, seed=0, image_size=None, min_side=256, max_side=512,
-                            max_objects=12, min_object=8, image_format="jpg", quality=90):
+                            max_objects=12, min_object=8, image_format="jpg", quality=90, clutter=True):
     """Write the synthetic dataset to ``out_dir`` (created; existing files overwritten).
 
     Layout: ``images/000001.jpg ...``, ``annotations.json`` (COCO instances),
@@ -218,7 +222,7 @@ def write_synthetic_dataset(out_dir, num_images=64, seed=0, image_size=None, min
             height, width = (int(v) for v in rng.integers(min_side, max_side + 1, size=2))
         else:
             height, width = image_size
-        image, objects = render_image(rng, height, width, max_objects, min_object)
+        image, objects = render_image(rng, height, width, max_objects, min_object, clutter)
         image_id = index + 1
         stem = f"{image_id:06d}"
         file_name = f"{stem}.{image_format}"
@@ -251,18 +255,23 @@ def write_synthetic_dataset(out_dir, num_images=64, seed=0, image_size=None, min
         f.writelines(lines)
     with open(paths["names"], "w", encoding="utf-8") as f:
         f.write("".join(f"{n}\n" for n in SHAPE_CLASSES))
-    manifest = _manifest(num_images, seed, image_size, min_side, max_side, max_objects, min_object, image_format, quality)
+    manifest = _manifest(num_images, seed, image_size, min_side, max_side, max_objects, min_object, image_format, quality,
+                         clutter)
     with open(paths["manifest"], "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
     return paths
 
 
-def _manifest(num_images, seed, image_size, min_side, max_side, max_objects, min_object, image_format, quality):
-    return {
+def _manifest(num_images, seed, image_size, min_side, max_side, max_objects, min_object, image_format, quality,
+              clutter=True):
+    manifest = {
         "generator_version": GENERATOR_VERSION, "num_images": num_images, "seed": seed,
         "image_size": list(image_size) if image_size else None, "min_side": min_side, "max_side": max_side,
         "max_objects": max_objects, "min_object": min_object, "image_format": image_format, "quality": quality,
     }  # fmt: skip
+    if not clutter:  # the default set's manifest (and cache folder) stays as it was
+        manifest["clutter"] = False
+    return manifest
 
 
 def default_directory(manifest):
@@ -274,11 +283,12 @@ def default_directory(manifest):
 
 
 def ensure_synthetic_dataset(directory=None, num_images=64, seed=0, image_size=None, min_side=256, max_side=512,
-                             max_objects=12, min_object=8, image_format="jpg", quality=90):
+                             max_objects=12, min_object=8, image_format="jpg", quality=90, clutter=True):
     """Write the synthetic set unless ``directory`` already holds it with these options;
     returns the paths dict of ``write_synthetic_dataset``. Writes to a temporary folder
     first, so an interrupted run leaves nothing half-written behind."""
-    manifest = _manifest(num_images, seed, image_size, min_side, max_side, max_objects, min_object, image_format, quality)
+    manifest = _manifest(num_images, seed, image_size, min_side, max_side, max_objects, min_object, image_format, quality,
+                         clutter)
     directory = os.fspath(directory) if directory is not None else default_directory(manifest)
     manifest_path = os.path.join(directory, "manifest.json")
     if os.path.isfile(manifest_path):
@@ -290,7 +300,7 @@ def ensure_synthetic_dataset(directory=None, num_images=64, seed=0, image_size=N
     tmp = tempfile.mkdtemp(prefix=".synthetic-", dir=parent)
     try:
         write_synthetic_dataset(tmp, num_images, seed, image_size, min_side, max_side, max_objects, min_object,
-                                image_format, quality)
+                                image_format, quality, clutter)
         if os.path.isdir(directory):
             shutil.rmtree(directory)
         os.replace(tmp, directory)

@@ -6,6 +6,7 @@ EXTRAS = {
     "tfmot": ["tf-keras~=2.21.0", "tensorflow-model-optimization>=0.8"],
     "litert": ["ai-edge-litert>=2.0"],
     "plot": ["matplotlib>=3.7"],
+    "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.18"],  # the Jetson path: SavedModel -> ONNX -> TensorRT
 }
 EXTRAS["test"] = sorted(
     set(sum(EXTRAS.values(), []))

@@ -8,6 +8,8 @@ EXTRAS = {
     "plot": ["matplotlib>=3.7"],
     "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.18"],  # the Jetson path: SavedModel -> ONNX -> TensorRT
 }
+# The README's main job (keras-csp demo): COCO mAP, the TFLite run, the curves.
+EXTRAS["demo"] = EXTRAS["coco"] + EXTRAS["litert"] + EXTRAS["plot"]
 EXTRAS["test"] = sorted(
     set(sum(EXTRAS.values(), []))
     | {"pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "pyyaml>=6", "pillow>=10"}

@@ -8,17 +8,24 @@ Accuracy (``--map``): COCO mAP@0.5 on a held-out synthetic set (keras_csp.data.s
 of the Keras model and of each TFLite file, with the same decode + NMS
 (``keras_csp.evaluation``). ``--model`` is a trained detector (``.keras``); without it a tiny
 detector is trained for ``--epochs`` on the synthetic set first (a smoke-level model).
+``--demo OUT`` takes the detector and the synthetic train / held-out sets of a finished
+``keras-csp demo --out OUT`` run (a properly trained detector).
 
     python benchmarks/export.py                                   # tiny detector, 2 threads
     python benchmarks/export.py --backbone CSPDarknet53 --size 256
     python benchmarks/export.py --map --epochs 40 --size 128
     python benchmarks/export.py --map --model trained_detector.keras --size 416
+    python benchmarks/export.py --map --demo OUT       # the detector `keras-csp demo --out OUT` trained
 
 int8 is calibrated on ``--calibration`` (200) letterboxed synthetic training images. The
 ``qat`` variant (quantization-aware fine-tuning for ``--qat-epochs``, then int8) needs
 tensorflow-model-optimization, hence tf_keras:
 
     TF_USE_LEGACY_KERAS=1 python benchmarks/export.py --map --variants keras,fp32,fp16,int8,qat
+    TF_USE_LEGACY_KERAS=1 python benchmarks/export.py --map --demo OUT --variants keras,int8,qat
+
+(with ``--demo`` under tf_keras, run once under Keras 3 first: it writes the weights as an
+``.npz`` that tf_keras can read.)
 """
 
 import argparse
@@ -36,6 +43,7 @@ def _parse():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", help="a zoo backbone instead of the tiny detector")
     parser.add_argument("--model", help="a trained detector (.keras) for --map")
+    parser.add_argument("--demo", help="the --out folder of a finished `keras-csp demo` run")
     parser.add_argument("--size", type=int, default=128, help="input side")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=50)
@@ -81,7 +89,52 @@ def _datasets(size, train_images, val_images, folder):
     return train, calibration, val, val_source
 
 
+def _demo_sets(folder):
+    """(train, calibration, val, val source) of a finished demo run's synthetic sets."""
+    from keras_csp.data import resolve_source
+    from keras_csp.data.pipeline import detection_dataset
+
+    report = _demo_report(folder)
+    size = report["image_size"]
+    train_source = resolve_source(os.path.join(folder, "data", "train", "annotations.json"), training=True)
+    val_source = resolve_source(os.path.join(folder, "data", "val", "annotations.json"), training=False)
+    train = detection_dataset(train_source, image_size=size, batch_size=8, seed=0)
+    calibration = detection_dataset(train_source, image_size=size, batch_size=16, training=False)
+    val = detection_dataset(val_source, image_size=size, batch_size=16, training=False)
+    return train, calibration, val, val_source
+
+
+def _demo_report(folder):
+    path = os.path.join(folder, "report.json")
+    if not os.path.isfile(path):
+        raise SystemExit(f"--demo {folder}: no report.json there; run `keras-csp demo --out {folder}` to the end first")
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _demo_model(folder):
+    """The demo's trained detector, rebuilt in this Keras (3 or tf_keras) with its weights."""
+    from keras_csp.training.models import build_model, parse_anchors
+
+    report = _demo_report(folder)
+    detector = build_model(report["model"], len(report["class_names"]), report["image_size"],
+                           anchors=parse_anchors(report["anchors"]), head_options=report["head_options"])
+    run_dir = report["run_dir"]
+    npz = os.path.join(run_dir, "final.weights.npz")
+    if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
+        if not os.path.isfile(npz):
+            raise SystemExit(f"{npz} is missing: run this once under Keras 3 (without TF_USE_LEGACY_KERAS) first")
+        arrays = np.load(npz)
+        detector.set_weights([arrays[f"arr_{i}"] for i in range(len(arrays.files))])
+    else:
+        detector.load_weights(os.path.join(run_dir, "final.weights.h5"))
+        np.savez(npz, *detector.get_weights())
+    return detector
+
+
 def _model(args, train):
+    if args.demo:
+        return _demo_model(args.demo), None
     if args.model:
         return keras.models.load_model(args.model, compile=False), None
     if args.backbone:
@@ -178,14 +231,18 @@ def main(args):
     folder = args.out or tempfile.mkdtemp(prefix="export_bench_")
     os.makedirs(folder, exist_ok=True)
     train = calibration = val = source = None
-    if args.map or not args.backbone:
+    if args.demo:
+        args.size = _demo_report(args.demo)["image_size"]
+        train, calibration, val, source = _demo_sets(args.demo)
+    elif args.map or not args.backbone:
         train, calibration, val, source = _datasets(args.size, args.train_images,
                                                     args.val_images, folder)
     network, heads = _model(args, train)
     heads = heads or getattr(network, "heads", None)
     network = getattr(network, "detector", network)
     if calibration is not None:
-        samples = np.concatenate([x.numpy() for x, _ in calibration])[:args.calibration]
+        batches = calibration.take(-(-args.calibration // 16))  # batches of 16
+        samples = np.concatenate([x.numpy() for x, _ in batches])[:args.calibration]
     else:
         rng = np.random.default_rng(0)
         coarse = rng.random((args.calibration, 8, 8, 3)).astype(np.float32)

@@ -140,7 +140,7 @@ def _demo(args):
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "handler") and v is not None}
     report = run_demo(**options)
-    return 0 if report.get("ok", True) else 1
+    return 0 if report.get("learned", True) else 1
 
 
 def add_training_parsers(subparsers):

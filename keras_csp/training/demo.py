@@ -24,21 +24,24 @@ import numpy as np
 # tried (CSPDenseNetb-Ref-PRN, CSPDenseNetbRef with a three-level PRN, CSPDenseNet-Ref-PRN).
 DEMO_MODEL = "CSPDenseNetb-Ref-PRN"
 
-FULL = dict(image_size=128, train_images=1500, val_images=200, minutes=14.0, max_epochs=300, eval_every=10,
-            batch_size=8, learning_rate=2e-3, augment="default", target_ap50=0.8)
+FULL = dict(image_size=128, train_images=4000, val_images=200, minutes=14.0, max_epochs=300, eval_every=2,
+            batch_size=8, learning_rate=3e-3, augment="none", target_ap50=0.8)
 QUICK = dict(image_size=128, train_images=400, val_images=100, minutes=2.0, max_epochs=40, eval_every=100,
-             batch_size=8, learning_rate=2e-3, augment="default", target_ap50=0.02)
-# Synthetic-set options of the demo: up to three shapes per image, at least 32 pixels across
-# (the default set's 8-pixel shapes take far longer than minutes to learn on a CPU).
-DATA = dict(max_objects=3, min_object=32)
-# YOLOv4-style head options: CIoU box loss, several anchors per object (iou_thresh), grid
-# sensitivity (scale_x_y); they speed up learning from scratch markedly.
+             batch_size=8, learning_rate=3e-3, augment="none", target_ap50=0.02)
+# Synthetic-set options of the demo: the plain variant (one background texture, no distractor
+# lines or arcs, solid shapes), up to three shapes per image, at least 32 pixels across. The
+# cluttered default set is harder: mosaic-augmented training on it reached mAP@0.5 0.40 after
+# 13 minutes (measured while tuning the demo).
+DATA = dict(max_objects=3, min_object=32, clutter=False)
+# No augmentation, 4000 images: measured at equal steps on this budget, no augmentation
+# learned fastest (light jitter next, mosaic last); 4000 images instead of 1500 keep it from
+# overfitting over ~15 epochs.
 DEMO_HEAD = "iou_loss=ciou,iou_normalizer=0.07,iou_thresh=0.213,scale_x_y=1.05"
 
 
-# A whole epoch measured 1.15-1.2x (steps x the median step time of epoch 1) on the 2-core
-# machine (data pipeline, callbacks, the occasional slow step): the plan allows for it.
-EPOCH_OVERHEAD = 1.2
+# A whole epoch takes a little longer than steps x the median step time of epoch 1 (data
+# pipeline, callbacks, slow steps); a busier machine is caught by the deadline callback.
+EPOCH_OVERHEAD = 1.05
 
 
 class _StepTimer:
@@ -174,11 +177,18 @@ def _tflite(detector, source, out, image_size):
     keras_out = InferenceModel(detector, input_size=image_size,
                                nms={"score_threshold": 0.25, "iou_threshold": 0.45})([image])
     k = int(keras_out["num_detections"][0])
+    # The file for the GPU delegate: the same network without the NMS tail (NMS runs on the CPU,
+    # e.g. tflite/yolo_numpy.py); every op must pass the delegate check.
+    gpu_path = os.path.join(out, "demo_detector_gpu.tflite")
+    gpu_file = to_tflite(detector, gpu_path, nms="none")
+    nms_report = exported.gpu_report
     return {
+        "gpu_path": gpu_path, "gpu_delegate_ok": bool(gpu_file.gpu_report.ok),
+        "gpu_findings": len(gpu_file.gpu_report.findings),
+        "nms_file_delegable_ops": f"{nms_report.supported_ops} of {nms_report.num_ops}" if nms_report else None,
         "path": path, "size_mb": round(exported.size_bytes / 2**20, 2), "export_seconds": round(export_seconds, 1),
         "invoke_ms": round(invoke_ms, 1), "detections": n, "keras_detections": k,
         "image": record.path, "png": png,
-        "gpu_delegate_ok": bool(getattr(exported.gpu_report, "ok", False)) if exported.gpu_report is not None else None,
     }
 
 
@@ -211,7 +221,10 @@ def _write_report(out, report):
         else:
             lines += [f"TFLite: `{os.path.basename(t['path'])}` ({t['size_mb']} MB, NMS inside), "
                       f"{t['invoke_ms']} ms per image with LiteRT on the CPU; {t['detections']} objects "
-                      f"(Keras: {t['keras_detections']}).", "", "![TFLite prediction](tflite_prediction.png)", ""]
+                      f"(Keras: {t['keras_detections']}); {t['nms_file_delegable_ops']} ops run on the GPU "
+                      f"delegate (NMS falls back to the CPU). `{os.path.basename(t['gpu_path'])}` (no NMS) "
+                      f"passes the GPU-delegate check: {'yes' if t['gpu_delegate_ok'] else 'NO'} "
+                      f"({t['gpu_findings']} findings).", "", "![TFLite prediction](tflite_prediction.png)", ""]
     atomic_write_text(os.path.join(out, "report.md"), "\n".join(lines))
 
 
@@ -227,9 +240,10 @@ def run_demo(out=None, data_dir=None, quick=False, minutes=None, model=None, ima
     """Run the demo (see the module docstring); returns the report dict (also written to
     ``<out>/report.json``), with ``ok`` telling whether the mAP@0.5 target was met.
 
-    ``quick`` trains about two minutes (target: mAP@0.5 >= 0.1, i.e. visible learning)
-    instead of about fifteen (target 0.8). ``minutes`` is the training budget; the number
-    of epochs is set after timing the first one on this machine.
+    ``quick`` trains about two minutes (target: mAP@0.5 >= 0.02, i.e. visible learning)
+    instead of fourteen (target 0.8). ``minutes`` is the training budget; the number of
+    epochs is set after timing the first one on this machine. ``learned`` in the report
+    (the command's exit code) says whether mAP@0.5 rose well above the untrained model's.
     """
     import dataclasses
 
@@ -314,8 +328,10 @@ def run_demo(out=None, data_dir=None, quick=False, minutes=None, model=None, ima
         except Exception as err:  # reported; the demo's numbers stand without the export
             tflite = {"error": f"{type(err).__name__}: {err}"}
     ok = final.stats["AP50"] >= target_ap50
+    # Learning, as the tests define it: well above the untrained detector (the exit code).
+    learned = final.stats["AP50"] >= max(0.02, 3 * floor.stats["AP50"]) and final.stats["AP"] > floor.stats["AP"]
     report = {
-        "ok": ok, "model": model, "params": int(detector.count_params()), "image_size": size,
+        "ok": ok, "learned": learned, "model": model, "params": int(detector.count_params()), "image_size": size,
         "epochs": len(history.get("loss", [])), "steps_per_epoch": steps, "batch_size": options["batch_size"],
         "seconds_per_step": round(step_seconds, 4), "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.perf_counter() - clock, 1), "budget_minutes": options["minutes"],
@@ -337,6 +353,8 @@ def run_demo(out=None, data_dir=None, quick=False, minutes=None, model=None, ima
     if tflite and "error" not in tflite:
         print(f"TFLite: {tflite['path']} ({tflite['size_mb']} MB), {tflite['invoke_ms']} ms, "
               f"{tflite['detections']} objects on {os.path.basename(tflite['image'])} (Keras: {tflite['keras_detections']})")
+        print(f"GPU delegate: {tflite['gpu_path']} (no NMS) {'passes' if tflite['gpu_delegate_ok'] else 'FAILS'} "
+              f"the check ({tflite['gpu_findings']} findings)")
     elif tflite:
         print(f"TFLite export failed: {tflite['error']}")
     print(f"target mAP@0.5 >= {target_ap50}: {'met' if ok else 'NOT met'}; report: {os.path.join(out, 'report.md')}")

@@ -120,15 +120,16 @@ def _demo_model(folder):
     detector = build_model(report["model"], len(report["class_names"]), report["image_size"],
                            anchors=parse_anchors(report["anchors"]), head_options=report["head_options"])
     run_dir = report["run_dir"]
-    npz = os.path.join(run_dir, "final.weights.npz")
+    npz = os.path.join(run_dir, "final.network.npz")  # the network's weights (no loss trackers)
+    network = getattr(detector, "detector", detector)
     if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
         if not os.path.isfile(npz):
             raise SystemExit(f"{npz} is missing: run this once under Keras 3 (without TF_USE_LEGACY_KERAS) first")
         arrays = np.load(npz)
-        detector.set_weights([arrays[f"arr_{i}"] for i in range(len(arrays.files))])
+        network.set_weights([arrays[f"arr_{i}"] for i in range(len(arrays.files))])
     else:
         detector.load_weights(os.path.join(run_dir, "final.weights.h5"))
-        np.savez(npz, *detector.get_weights())
+        np.savez(npz, *network.get_weights())
     return detector
 
 

@@ -67,7 +67,12 @@ prune_task.fit(train, epochs=1, verbose=0, callbacks=callbacks)
 stripped = qat.strip_pruning(pruned)
 report = qat.sparsity(stripped)
 pruned_file = to_tflite(stripped, os.path.join(out, "pruned.tflite"), heads=heads)
+# A zoo backbone: its P{n} Identity outputs and channel slices get their configs.
+import keras_csp
+zoo_qat = qat.quantize_aware(keras_csp.CSPDenseNetbRef(include_top=False, input_shape=(64, 64, 3)))
+zoo_wrapped = sum(type(l).__name__ == "QuantizeWrapperV2" for l in zoo_qat.layers)
 print("RESULT " + json.dumps({
+    "zoo_wrapped": zoo_wrapped,
     "wrapped": wrapped, "qat_loss": history.history["loss"][-1], "steps": steps,
     "input": result.sidecar["input"], "gpu_ok": result.gpu_report.ok,
     "ops": result.gpu_report.op_counts, "sparsity": report["overall"],
@@ -94,6 +99,7 @@ def test_qat_end_to_end_on_the_synthetic_set_and_pruning(tmp_path):
     # of the output's int8 grid (integer kernels vs float simulation of fake quantization).
     assert max(result["steps"]) <= 2.01, result["steps"]
     assert result["sparsity"] > 0.5 and result["pruned_gpu_ok"]
+    assert result["zoo_wrapped"] >= 30  # CSPDenseNetbRef's convs, slices and P{n} outputs
 
 
 @pytest.mark.skipif(LEGACY_KERAS, reason="checks the Keras 3 error")

@@ -14,7 +14,8 @@ keras_csp's custom layers get their own ``QuantizeConfig``: layers that compute 
 (Mish, DarknetShortcut, ScaleChannels, DarknetSoftmax, SpatialAttention, the decode layers)
 quantize their output, grouped convs quantize kernel and output like ``Conv2D``, and layers
 that only move, pick or max-pool values (ChannelSlice, ChannelRange, NearestUpsample2D,
-Reorg, DarknetPool2D, SPP, ChannelMaxout) keep their input's quantization.
+Reorg, DarknetPool2D, SPP, ChannelMaxout, RepeatChannels, and the ``P{n}`` Identity layers)
+keep their input's quantization.
 """
 
 from keras_csp.backend import LEGACY_KERAS, keras
@@ -92,7 +93,8 @@ def default_quantize_configs():
                                            "DarknetYolo")}
     configs.update({name: passthrough() for name in ("ChannelSlice", "ChannelRange",
                                                      "NearestUpsample2D", "Reorg",
-                                                     "DarknetPool2D", "SPP", "ChannelMaxout")})
+                                                     "DarknetPool2D", "SPP", "ChannelMaxout",
+                                                     "RepeatChannels", "Identity")})
     # A grouped conv is a Conv2D to tfmot: take Conv2D's own config (per-channel kernel).
     configs["GroupedConv2D"] = registry.get_quantize_config(keras.layers.Conv2D(1, 1))
     return configs

@@ -25,14 +25,16 @@ import numpy as np
 DEMO_MODEL = "CSPDenseNetb-Ref-PRN"
 
 FULL = dict(image_size=128, train_images=4000, val_images=200, minutes=14.0, max_epochs=300, eval_every=2,
-            batch_size=8, learning_rate=3e-3, augment="none", target_ap50=0.8)
+            batch_size=8, learning_rate=3e-3, augment="none", schedule="steps", target_ap50=0.8)
 QUICK = dict(image_size=128, train_images=400, val_images=100, minutes=2.0, max_epochs=40, eval_every=100,
-             batch_size=8, learning_rate=3e-3, augment="none", target_ap50=0.02)
+             batch_size=8, learning_rate=3e-3, augment="none", schedule="steps", target_ap50=0.02)
 # Synthetic-set options of the demo: the plain variant (one background texture, no distractor
 # lines or arcs, solid shapes), up to three shapes per image, at least 32 pixels across. The
 # cluttered default set is harder: mosaic-augmented training on it reached mAP@0.5 0.40 after
 # 13 minutes (measured while tuning the demo).
 DATA = dict(max_objects=3, min_object=32, clutter=False)
+# Step decay (x0.1 at 80% and 90% of the run): a cosine schedule measured 0.675 against 0.690
+# in the same budget (it was stopped by the deadline before its learning rate had decayed).
 # No augmentation, 4000 images: measured at equal steps on this budget, no augmentation
 # learned fastest (light jitter next, mosaic last); 4000 images instead of 1500 keep it from
 # overfitting over ~15 epochs.
@@ -309,7 +311,8 @@ def run_demo(out=None, data_dir=None, quick=False, minutes=None, model=None, ima
     result = first
     deadline = _Deadline(train_start + budget)
     if total_epochs > 1:
-        config = dataclasses.replace(config, epochs=total_epochs, schedule="steps", eval_every=options["eval_every"])
+        config = dataclasses.replace(config, epochs=total_epochs, schedule=options["schedule"],
+                                     eval_every=options["eval_every"])
         result = train(config, extra_callbacks=[deadline], train_source=train_source, val_source=val_source,
                        detector=first.model)
         if deadline.stopped_at is not None:

@@ -52,6 +52,7 @@ def _parse():
     parser.add_argument("--map", action="store_true", help="also measure mAP@0.5")
     parser.add_argument("--epochs", type=int, default=30, help="tiny detector training")
     parser.add_argument("--qat-epochs", type=int, default=5, help="QAT fine-tuning epochs")
+    parser.add_argument("--qat-lr", type=float, default=1e-4, help="QAT fine-tuning learning rate (Adam)")
     parser.add_argument("--train-images", type=int, default=256)
     parser.add_argument("--val-images", type=int, default=64)
     parser.add_argument("--out", help="folder for the files (default: a temp folder)")
@@ -98,7 +99,8 @@ def _demo_sets(folder):
     size = report["image_size"]
     train_source = resolve_source(os.path.join(folder, "data", "train", "annotations.json"), training=True)
     val_source = resolve_source(os.path.join(folder, "data", "val", "annotations.json"), training=False)
-    train = detection_dataset(train_source, image_size=size, batch_size=8, seed=0)
+    # The demo trains without augmentation: QAT fine-tunes on the same distribution.
+    train = detection_dataset(train_source, image_size=size, batch_size=8, seed=0, augment=False, cache=True)
     calibration = detection_dataset(train_source, image_size=size, batch_size=16, training=False)
     val = detection_dataset(val_source, image_size=size, batch_size=16, training=False)
     return train, calibration, val, val_source
@@ -157,15 +159,16 @@ def _model(args, train):
     return network, heads
 
 
-def _qat_model(network, heads, train, epochs):
-    """Quantization-aware fine-tuning of ``network`` (tf_keras only) with the YOLO loss."""
+def _qat_model(network, heads, train, epochs, samples, learning_rate):
+    """Quantization-aware fine-tuning of ``network`` (tf_keras only) with the YOLO loss,
+    activation ranges started from the float model's on the calibration images."""
     from keras_csp.detectors import YOLOTask
     from keras_csp.export import qat
 
-    model = qat.quantize_aware(network)
+    model = qat.quantize_aware(network, calibration_data=samples)
     if train is not None and epochs > 0:
         task = YOLOTask(model, heads)
-        task.compile(optimizer=keras.optimizers.Adam(2e-4))
+        task.compile(optimizer=keras.optimizers.Adam(learning_rate))
         start = time.time()
         task.fit(train, epochs=epochs, verbose=2)
         print(f"QAT fine-tuned {epochs} epochs in {time.time() - start:.0f} s", flush=True)
@@ -259,7 +262,7 @@ def main(args):
         start = time.time()
         source_model = network
         if variant == "qat":
-            source_model = _qat_model(network, heads, train, args.qat_epochs)
+            source_model = _qat_model(network, heads, train, args.qat_epochs, samples, args.qat_lr)
         result = to_tflite(source_model, os.path.join(folder, f"{variant}.tflite"),
                            quantize=quantize,
                            representative_data=samples if quantize in ("int8", "qat") else None,

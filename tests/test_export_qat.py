@@ -69,10 +69,40 @@ report = qat.sparsity(stripped)
 pruned_file = to_tflite(stripped, os.path.join(out, "pruned.tflite"), heads=heads)
 # A zoo backbone: its P{n} Identity outputs and channel slices get their configs.
 import keras_csp
-zoo_qat = qat.quantize_aware(keras_csp.CSPDenseNetbRef(include_top=False, input_shape=(64, 64, 3)))
+zoo_float = keras_csp.CSPDenseNetbRef(include_top=False, input_shape=(64, 64, 3))
+zoo_qat = qat.quantize_aware(zoo_float, calibration_data=images[:8])
+# Ranges start at the float model's (tfmot's own start is [-6, 6] for every activation).
+def ranges(layer):  # [min, max] of the layer's output quantizer
+    return [float(v.numpy()) for v in layer.weights if v.name.endswith(("_min:0", "_max:0"))]
+zoo_input_range = ranges([l for l in zoo_qat.layers if type(l).__name__ == "QuantizeLayer"][0])
+zoo_stage1_range = ranges(zoo_qat.get_layer("quant_stage1_concat"))
+kernel_max = float(np.max([v.numpy() for v in zoo_qat.get_layer("quant_stem_conv1_conv").weights
+                           if v.name.endswith("kernel_max:0")][0]))
+float_kernel_max = float(np.abs(zoo_float.get_layer("stem_conv1_conv").kernel.numpy()).max())
+probe = keras.Model(zoo_float.inputs, zoo_float.get_layer("stage1_concat").output)
+stage1_max = float(np.max(probe(images[:8])))
 zoo_wrapped = sum(type(l).__name__ == "QuantizeWrapperV2" for l in zoo_qat.layers)
+# Its stage pools feed two slices each (the dense path and the cross-stage path): converting
+# needs the pool's own quantizer (else "max_pool_2d ... violate the same scale constraint").
+zoo_qat(images[:8], training=True)
+zoo_file = to_tflite(zoo_qat, os.path.join(out, "zoo_qat.tflite"), quantize="qat",
+                     representative_data=images[:8], input_type="uint8", output_type="int8")
+zoo_runner = Interpreter(model_path=zoo_file.path).get_signature_runner("serving_default")
+zoo_want = tf.nest.flatten(zoo_qat(images[16:17], training=False))
+zoo_steps = []  # |int8 file - fake-quantized model| in output quantization steps
+zoo_got = zoo_runner(images=np.round(images[16:17] / scale + zero).astype(np.uint8))
+for name, detail in zoo_runner.get_output_details().items():
+    out_scale, out_zero = detail["quantization"]
+    want = np.asarray([w for w in zoo_want if tuple(w.shape) == zoo_got[name].shape][0])
+    levels = zoo_got[name].astype(np.float32) - out_zero
+    zoo_steps.append([float(np.abs(levels - want / out_scale).mean()),
+                      float(np.abs(levels - want / out_scale).max())])
+
 print("RESULT " + json.dumps({
-    "zoo_wrapped": zoo_wrapped,
+    "zoo_wrapped": zoo_wrapped, "zoo_input_range": zoo_input_range,
+    "zoo_stage1_range": zoo_stage1_range,
+    "kernel_max": kernel_max, "float_kernel_max": float_kernel_max, "stage1_max": stage1_max, "zoo_gpu_ok": zoo_file.gpu_report.ok,
+    "zoo_ops": zoo_file.gpu_report.op_counts, "zoo_steps": zoo_steps,
     "wrapped": wrapped, "qat_loss": history.history["loss"][-1], "steps": steps,
     "input": result.sidecar["input"], "gpu_ok": result.gpu_report.ok,
     "ops": result.gpu_report.op_counts, "sparsity": report["overall"],
@@ -100,6 +130,16 @@ def test_qat_end_to_end_on_the_synthetic_set_and_pruning(tmp_path):
     assert max(result["steps"]) <= 2.01, result["steps"]
     assert result["sparsity"] > 0.5 and result["pruned_gpu_ok"]
     assert result["zoo_wrapped"] >= 30  # CSPDenseNetbRef's convs, slices and P{n} outputs
+    low, high = result["zoo_input_range"]
+    assert low == 0.0 and 0.9 < high <= 1.0, result["zoo_input_range"]  # images in [0, 1]
+    assert result["zoo_stage1_range"][1] == pytest.approx(result["stage1_max"], rel=1e-4)
+    assert result["kernel_max"] == pytest.approx(result["float_kernel_max"], rel=1e-6)  # not 6
+    # The QAT zoo backbone converts to int8, passes the GPU-delegate check, and its int8 file
+    # computes what the fake-quantized model computes: about one step of the output grid on
+    # average (measured 0.98, max 8), integer rounding adding up over ~30 quantized layers.
+    assert result["zoo_gpu_ok"] and result["zoo_ops"].get("MAX_POOL_2D", 0) >= 4, result["zoo_ops"]
+    (mean_steps, max_steps), = result["zoo_steps"]
+    assert mean_steps <= 1.5 and max_steps <= 12, result["zoo_steps"]
 
 
 @pytest.mark.skipif(LEGACY_KERAS, reason="checks the Keras 3 error")

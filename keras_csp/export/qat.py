@@ -6,7 +6,7 @@ model code then builds tf_keras models. The flow::
 
     TF_USE_LEGACY_KERAS=1 python train_qat.py
       model = build(...); model.load_weights(float_weights)
-      qat_model = quantize_aware(model)          # fake-quant wrappers, BN folded
+      qat_model = quantize_aware(model, calibration_data=images)  # fake quant, ranges set
       qat_model.compile(...); qat_model.fit(...)  # a few epochs at a low learning rate
       to_tflite(qat_model, "model_int8.tflite", quantize="qat")
 
@@ -16,6 +16,13 @@ quantize their output, grouped convs quantize kernel and output like ``Conv2D``,
 that only move, pick or max-pool values (ChannelSlice, ChannelRange, NearestUpsample2D,
 Reorg, DarknetPool2D, SPP, ChannelMaxout, RepeatChannels, and the ``P{n}`` Identity layers)
 keep their input's quantization.
+
+A max-pool whose output fans out to several layers (CSPDenseNet's stage pool feeds both the
+dense blocks' slice and the cross-stage slice) gets its own output quantizer: MAX_POOL_2D,
+slices and concatenations must keep one scale from input to output in the int8 file, and
+without a quantizer of its own the converter cannot give the pool both branches' scales
+("'tfl.max_pool_2d' op quantization parameters violate the same scale constraint"). With
+it, the converter requantizes after the pool (one QUANTIZE op per such pool).
 """
 
 from keras_csp.backend import LEGACY_KERAS, keras
@@ -100,23 +107,29 @@ def default_quantize_configs():
     return configs
 
 
-def quantize_aware(model, quantize_configs=None):
+def quantize_aware(model, quantize_configs=None, calibration_data=None):
     """A quantization-aware copy of ``model`` (tf_keras), weights carried over.
 
     ``quantize_configs`` maps extra layer class names to ``QuantizeConfig`` instances; a
     custom layer with neither a config here nor tfmot support raises a ``ValueError``
-    naming it. Train the result with ``fit`` (it keeps the model's outputs), then export
-    with ``to_tflite(model, path, quantize="qat")``.
+    naming it. ``calibration_data`` (images, or batches of images or ``(images, ...)``)
+    starts every activation range at the float model's (see ``calibrate_ranges``); pass it
+    when fine-tuning a trained model. Train the result with ``fit`` (it keeps the model's
+    outputs), then export with ``to_tflite(model, path, quantize="qat")``.
     """
     _check_model(model, "quantize_aware")
     tfmot = _tfmot()
     qkeras = tfmot.quantization.keras
     configs = {**default_quantize_configs(), **(quantize_configs or {})}
+    output_config = _configs()[0]
     registry = qkeras.default_8bit.Default8BitQuantizeRegistry()
     unsupported = []
 
     def annotate(layer):
         name = type(layer).__name__
+        if isinstance(layer, keras.layers.MaxPooling2D) and name not in (quantize_configs or {}) \
+                and len(getattr(layer, "_outbound_nodes", [])) > 1:
+            return qkeras.quantize_annotate_layer(layer, quantize_config=output_config())
         if name in configs:
             return qkeras.quantize_annotate_layer(layer, quantize_config=configs[name])
         if isinstance(layer, keras.Model):
@@ -136,9 +149,95 @@ def quantize_aware(model, quantize_configs=None):
             "; pass quantize_configs={'LayerClass': QuantizeConfig(...)}."
         )
     scope = {type(c).__name__: type(c) for c in configs.values()}
+    scope[output_config.__name__] = output_config
     scope.update({layer.__class__.__name__: layer.__class__ for layer in model.layers})
     with qkeras.quantize_scope(scope):
-        return qkeras.quantize_apply(annotated)
+        quantized = qkeras.quantize_apply(annotated)
+    if calibration_data is not None:
+        calibrate_ranges(quantized, model, calibration_data)
+    return quantized
+
+
+def _image_batches(data, batch_size=8):
+    import numpy as np
+
+    if hasattr(data, "shape") and len(data.shape) == 4:  # one array of images
+        data = np.asarray(data, np.float32)
+        return [data[i:i + batch_size] for i in range(0, len(data), batch_size)]
+    return [np.asarray(b[0] if isinstance(b, (tuple, list)) else b, np.float32) for b in data]
+
+
+def calibrate_ranges(qat_model, float_model, data, batch_size=8):
+    """Set the activation ranges of ``qat_model`` from ``float_model`` run on ``data``.
+
+    tfmot starts each range at [-6, 6] and moves it by a moving average (decay 0.999), so a
+    short fine-tune of a trained model runs thousands of steps with clipped or coarse
+    activations. Here every output range starts at the min / max over ``data`` of the same
+    layer in the float model (widened to include 0), as int8 post-training calibration
+    sets them. Weight ranges (also [-6, 6] until the first training step) are set from the
+    weights, as tfmot's symmetric weight quantizer would. Returns the number of ranges set.
+    """
+    import numpy as np
+
+    _check_model(qat_model, "calibrate_ranges")
+    float_layers = {layer.name for layer in float_model.layers}
+    targets, tensors = [], []  # (min variable, max variable), float output
+    weight_ranges = 0
+    for layer in qat_model.layers:
+        ranges = {v.name.split("/")[-1].split(":")[0]: v for v in layer.weights}
+        weight_ranges += _set_weight_ranges(ranges)
+        # The output's quantizer: "output_*", or "post_activation_*" of a layer (a conv
+        # with its activation) that quantizes its own activation's output.
+        low = ranges.get("output_min", ranges.get("post_activation_min"))
+        high = ranges.get("output_max", ranges.get("post_activation_max"))
+        inner = getattr(layer, "layer", None)
+        if low is not None and high is not None and inner is not None and inner.name in float_layers:
+            targets.append((low, high))
+            tensors.append(float_model.get_layer(inner.name).output)
+        elif type(layer).__name__ == "QuantizeLayer":  # the input's quantizer
+            low = next((v for k, v in ranges.items() if k.endswith("_min")), None)
+            high = next((v for k, v in ranges.items() if k.endswith("_max")), None)
+            if low is not None and high is not None:
+                targets.append((low, high))
+                tensors.append(float_model.inputs[0])
+    if not targets:
+        return weight_ranges
+    probe = keras.Model(float_model.inputs, tensors)
+    lows, highs = [], []
+    for images in _image_batches(data, batch_size):
+        outputs = probe(images, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        lows.append([float(np.min(o)) for o in outputs])
+        highs.append([float(np.max(o)) for o in outputs])
+    if not lows:
+        raise ValueError("calibrate_ranges: calibration data gave no images.")
+    for (low, high), lo, hi in zip(targets, np.min(lows, axis=0), np.max(highs, axis=0)):
+        low.assign(min(float(lo), 0.0))
+        high.assign(max(float(hi), 1e-3))
+    return len(targets) + weight_ranges
+
+
+def _set_weight_ranges(ranges):
+    """Symmetric ranges of a wrapper's quantized weights (``<weight>_min`` / ``_max``
+    next to ``<weight>``; per output channel or per tensor) from the weights' values.
+    ``ranges`` maps a wrapper's variable names (without scope) to its variables."""
+    import numpy as np
+
+    count = 0
+    for short, weight in ranges.items():
+        low, high = ranges.get(short + "_min"), ranges.get(short + "_max")
+        if low is None or high is None or short in ("output", "post_activation"):
+            continue
+        values = np.asarray(weight.numpy())
+        if tuple(low.shape) == ():
+            bound = np.float32(np.abs(values).max())
+        else:  # per output channel: the last axis (a depthwise kernel's is [.., C, 1]: flatten)
+            channels = int(np.prod(low.shape))
+            bound = np.abs(values.reshape(-1, channels)).max(axis=0).reshape(low.shape)
+        low.assign(-bound)
+        high.assign(bound)
+        count += 1
+    return count
 
 
 def prune(model, target_sparsity=0.5, begin_step=0, end_step=1000, frequency=100):

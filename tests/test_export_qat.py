@@ -98,7 +98,15 @@ for name, detail in zoo_runner.get_output_details().items():
     zoo_steps.append([float(np.abs(levels - want / out_scale).mean()),
                       float(np.abs(levels - want / out_scale).max())])
 
+# CSPMobileNetV2: grouped convs with a BatchNormalization after them (tfmot folds BN only
+# after Conv2D / DepthwiseConv2D) and RepeatChannels.
+mobile_qat = qat.quantize_aware(keras_csp.CSPMobileNetV2(include_top=False, input_shape=(64, 64, 3)),
+                                calibration_data=images[:8])
+mobile_file = to_tflite(mobile_qat, os.path.join(out, "mobile_qat.tflite"), quantize="qat",
+                        representative_data=images[:8])
+
 print("RESULT " + json.dumps({
+    "mobile_gpu_ok": mobile_file.gpu_report.ok, "mobile_ops": mobile_file.gpu_report.op_counts,
     "zoo_wrapped": zoo_wrapped, "zoo_input_range": zoo_input_range,
     "zoo_stage1_range": zoo_stage1_range,
     "kernel_max": kernel_max, "float_kernel_max": float_kernel_max, "stage1_max": stage1_max, "zoo_gpu_ok": zoo_file.gpu_report.ok,
@@ -138,6 +146,7 @@ def test_qat_end_to_end_on_the_synthetic_set_and_pruning(tmp_path):
     # computes what the fake-quantized model computes: about one step of the output grid on
     # average (measured 0.98, max 8), integer rounding adding up over ~30 quantized layers.
     assert result["zoo_gpu_ok"] and result["zoo_ops"].get("MAX_POOL_2D", 0) >= 4, result["zoo_ops"]
+    assert result["mobile_gpu_ok"] and result["mobile_ops"].get("DEPTHWISE_CONV_2D", 0) >= 10, result["mobile_ops"]
     (mean_steps, max_steps), = result["zoo_steps"]
     assert mean_steps <= 1.5 and max_steps <= 12, result["zoo_steps"]
 

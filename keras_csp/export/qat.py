@@ -22,7 +22,9 @@ dense blocks' slice and the cross-stage slice) gets its own output quantizer: MA
 slices and concatenations must keep one scale from input to output in the int8 file, and
 without a quantizer of its own the converter cannot give the pool both branches' scales
 ("'tfl.max_pool_2d' op quantization parameters violate the same scale constraint"). With
-it, the converter requantizes after the pool (one QUANTIZE op per such pool).
+it, the converter requantizes after the pool (one QUANTIZE op per such pool). A
+BatchNormalization after a layer tfmot cannot fold it into (a GroupedConv2D) quantizes its
+output as a scale-and-shift of its own.
 """
 
 from keras_csp.backend import LEGACY_KERAS, keras
@@ -132,6 +134,10 @@ def quantize_aware(model, quantize_configs=None, calibration_data=None):
             return qkeras.quantize_annotate_layer(layer, quantize_config=output_config())
         if name in configs:
             return qkeras.quantize_annotate_layer(layer, quantize_config=configs[name])
+        if isinstance(layer, keras.layers.BatchNormalization) and not _after_conv(layer):
+            # tfmot folds BN only into a Conv2D / DepthwiseConv2D before it (by class name);
+            # after any other layer (a GroupedConv2D) it is a scale-and-shift of its own.
+            return qkeras.quantize_annotate_layer(layer, quantize_config=output_config())
         if isinstance(layer, keras.Model):
             unsupported.append(f"{layer.name} (nested model: flatten it first)")
             return layer
@@ -156,6 +162,14 @@ def quantize_aware(model, quantize_configs=None, calibration_data=None):
     if calibration_data is not None:
         calibrate_ranges(quantized, model, calibration_data)
     return quantized
+
+
+def _after_conv(layer):
+    """Whether ``layer``'s input comes from a layer tfmot folds a BatchNormalization into."""
+    nodes = getattr(layer, "_inbound_nodes", [])
+    inbound = nodes[0].inbound_layers if nodes else []
+    inbound = inbound if isinstance(inbound, (list, tuple)) else [inbound]
+    return len(inbound) == 1 and type(inbound[0]).__name__ in ("Conv2D", "DepthwiseConv2D")
 
 
 def _image_batches(data, batch_size=8):

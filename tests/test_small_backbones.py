@@ -257,14 +257,22 @@ def test_repeated_channels_compute_a_depthwise_multiplier():
         keras_csp.layers.RepeatChannels(0)
 
 
-def test_csp_mobilenet_v2_runs_whole_on_the_gpu_delegate(tmp_path):
+@pytest.mark.parametrize("builder", ["zoo", "darknet_cfg"])
+def test_csp_mobilenet_v2_runs_whole_on_the_gpu_delegate(tmp_path, shared_dir, builder):
     """Every op of the exported CSPMobileNet-v2 passes the GPU-delegate check, and LiteRT
-    gives the Keras outputs."""
+    gives the Keras outputs: built by the zoo, and straight from Darknet's cfg (both build
+    its groups == channels convs with conv_bn_act, multiplier 2 as repeated channels)."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from keras_csp import darknet
     from keras_csp.export import to_tflite
 
-    model = keras_csp.CSPMobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None)
+    if builder == "zoo":
+        model = keras_csp.CSPMobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None)
+    else:
+        model = darknet.load(shared_dir / "darknet" / "cfg" / CFGS["CSPMobileNetV2"], input_size=(64, 64))
+        assert any(type(layer).__name__ == "RepeatChannels" for layer in model.layers)
+    assert any(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in model.layers)
     result = to_tflite(model, tmp_path / "csmobilenet.tflite")
     assert result.gpu_report.ok, str(result.gpu_report)
     runner = Interpreter(model_path=result.path).get_signature_runner("serving_default")

@@ -2,6 +2,7 @@
 
 from keras_csp.backend import keras, register, tf
 from keras_csp.layers.activations import activation_layer
+from keras_csp.layers.merge import RepeatChannels
 
 BN_EPSILON = 1e-5  # Darknet's batch-norm epsilon (Keras' default is 1e-3)
 
@@ -51,21 +52,25 @@ def conv_bn_act(
 
     Layers are named ``{name}_pad``, ``{name}_conv``, ``{name}_bn`` and ``{name}_act``.
     ``registry``, a list, receives ``name`` so weight converters can walk the convs in
-    the order of the Darknet cfg.
+    the order of the Darknet cfg. When ``groups`` equals the input channels the conv is a
+    Keras ``DepthwiseConv2D`` (``filters = groups * depth_multiplier``), as mobile GPUs want.
     """
     padding, pad = darknet_padding(size, stride)
     if pad:
         x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-    conv_class = GroupedConv2D if groups > 1 else keras.layers.Conv2D
-    x = conv_class(
-        filters,
-        size,
-        strides=stride,
-        padding=padding,
-        groups=groups,
-        use_bias=not batch_normalize,
-        name=f"{name}_conv",
-    )(x)
+    if groups > 1 and groups == x.shape[-1]:
+        x = _depthwise(x, filters, size, stride, padding, batch_normalize, name)
+    else:
+        conv_class = GroupedConv2D if groups > 1 else keras.layers.Conv2D
+        x = conv_class(
+            filters,
+            size,
+            strides=stride,
+            padding=padding,
+            groups=groups,
+            use_bias=not batch_normalize,
+            name=f"{name}_conv",
+        )(x)
     if batch_normalize:
         x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     act = activation_layer(activation, f"{name}_act")
@@ -74,3 +79,21 @@ def conv_bn_act(
     if registry is not None:
         registry.append(name)
     return x
+
+
+def _depthwise(x, filters, size, stride, padding, batch_normalize, name):
+    """Darknet's groups == channels conv as a ``DepthwiseConv2D`` of multiplier 1; a depth
+    multiplier > 1 repeats each channel first (same result and Darknet's kernel order), as
+    the TFLite GPU delegate runs a multiplier > 1 only on a 1-channel input."""
+    groups = x.shape[-1]
+    if filters % groups:
+        raise ValueError(
+            f"{name}: a depthwise conv needs filters to be a multiple of groups; got filters="
+            f"{filters}, groups={groups}"
+        )
+    if filters > groups:
+        x = RepeatChannels(filters // groups, name=f"{name}_repeat")(x)
+    return keras.layers.DepthwiseConv2D(
+        size, strides=stride, padding=padding, depth_multiplier=1, use_bias=not batch_normalize,
+        name=f"{name}_conv",
+    )(x)

@@ -16,16 +16,14 @@ and appends its conv blocks to ``registry`` in the order a Darknet cfg would lis
   two half-width branches, the second at half resolution (2x2 max-pool ... x2 upsample).
 
 Also here: :class:`ChannelRange` (the partial split of a stage by channels),
-:func:`conv_block` (a Darknet conv that is a Keras ``DepthwiseConv2D`` when ``groups``
-equals the input channels, as mobile GPUs want), :func:`squeeze_excite` and
-:class:`PeleeStem`.
+:func:`squeeze_excite` and :class:`PeleeStem`.
 """
 
 import dataclasses
 
 from keras_csp.backend import keras, register
 from keras_csp.layers import (
-    BN_EPSILON, DarknetShortcut, NearestUpsample2D, RepeatChannels, activation_layer, conv_bn_act, darknet_padding,
+    DarknetShortcut, NearestUpsample2D, activation_layer, conv_bn_act,
 )
 
 
@@ -53,40 +51,6 @@ class ChannelRange(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "start": self.start, "stop": self.stop}
-
-
-def conv_block(x, filters, size, stride=1, groups=1, activation="leaky", name="conv", registry=None):
-    """Darknet ``[convolutional]`` with batch norm; a depthwise conv when ``groups`` equals
-    the input channels (``filters = groups * depth_multiplier``), else :func:`conv_bn_act`.
-
-    Layer names follow conv_bn_act (``{name}_conv``, ``_bn``, ``_act``) so Darknet weights
-    map onto either form.
-    """
-    channels = x.shape[-1]
-    if groups == 1 or groups != channels:
-        return conv_bn_act(x, filters, size, stride, groups, activation, name=name, registry=registry)
-    if filters % groups:
-        raise ValueError(
-            f"{name}: a depthwise conv needs filters to be a multiple of groups; got filters="
-            f"{filters}, groups={groups}"
-        )
-    padding, pad = darknet_padding(size, stride)
-    if pad:
-        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-    if filters > groups:
-        # depth_multiplier > 1 as repeated channels + multiplier 1: same result and kernel
-        # order, and the TFLite GPU delegate runs it (it takes a multiplier on 1 channel only).
-        x = RepeatChannels(filters // groups, name=f"{name}_repeat")(x)
-    x = keras.layers.DepthwiseConv2D(
-        size, strides=stride, padding=padding, depth_multiplier=1, use_bias=False, name=f"{name}_conv",
-    )(x)
-    x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
-    act = activation_layer(activation, f"{name}_act")
-    if act is not None:
-        x = act(x)
-    if registry is not None:
-        registry.append(name)
-    return x
 
 
 def squeeze_excite(x, squeeze, activation, name, registry):
@@ -141,7 +105,8 @@ def inverted_block(x, spec, activation, stride, name, registry):
     if spec.hidden:
         y = conv_bn_act(y, spec.hidden, 1, activation=activation, name=f"{name}_expand", registry=registry)
         width = spec.hidden
-    y = conv_block(y, width * spec.depth_multiplier, 3, stride, width, activation, f"{name}_dw", registry)
+    y = conv_bn_act(y, width * spec.depth_multiplier, 3, stride, width, activation, name=f"{name}_dw",
+                    registry=registry)
     y = conv_bn_act(y, spec.out, 1, activation="linear", name=f"{name}_project", registry=registry)
     if tuple(x.shape[1:]) == tuple(y.shape[1:]):
         y = keras.layers.Add(name=f"{name}_add")([y, x])

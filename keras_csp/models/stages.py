@@ -157,8 +157,8 @@ def _conv(x, conv, activation, name, registry):
     if conv in POOLS:
         pool = keras.layers.MaxPooling2D if conv == "maxpool" else keras.layers.AveragePooling2D
         return pool(2, 2, padding="same", name=name.replace("_down", "_pool"))(x)
-    # conv_block is conv_bn_act, or a DepthwiseConv2D when groups equals the input channels.
-    return _blocks.conv_block(
+    # A DepthwiseConv2D when groups equals the input channels (see conv_bn_act).
+    return conv_bn_act(
         x,
         conv.filters,
         conv.size,

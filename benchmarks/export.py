@@ -18,8 +18,9 @@ detector is trained for ``--epochs`` on the synthetic set first (a smoke-level m
     python benchmarks/export.py --map --demo OUT       # the detector `keras-csp demo --out OUT` trained
 
 int8 is calibrated on ``--calibration`` (200) letterboxed synthetic training images. The
-``qat`` variant (quantization-aware fine-tuning for ``--qat-epochs``, then int8) needs
-tensorflow-model-optimization, hence tf_keras:
+``qat`` variant (ranges calibrated on the same images, quantization-aware fine-tuning for
+``--qat-epochs`` at Adam ``--qat-lr``, then int8) needs tensorflow-model-optimization, hence
+tf_keras:
 
     TF_USE_LEGACY_KERAS=1 python benchmarks/export.py --map --variants keras,fp32,fp16,int8,qat
     TF_USE_LEGACY_KERAS=1 python benchmarks/export.py --map --demo OUT --variants keras,int8,qat

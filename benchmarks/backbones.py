@@ -13,6 +13,7 @@ float32 and the full-integer int8 export (calibrated on 32 smooth random images:
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
@@ -21,6 +22,8 @@ import tensorflow as tf
 
 import keras_csp
 from keras_csp.backend import keras
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/timing.py, when imported
+from timing import interleaved_times, tflite_runner  # noqa: E402
 
 PEER = "KerasHub CSPDarknet53"
 BIG = ["CSPDarknet53", "Darknet53", "CSPResNet50", "ResNet50", "CSPResNeXt50", "ResNeXt50"]
@@ -30,22 +33,13 @@ SMALL = ["CSPPeleeNet", "PeleeNet", "CSPDenseNetRef", "CSPPeleeNetRef", "CSPDens
 
 def _force(out):
     for t in tf.nest.flatten(out):
-        t.numpy()
+        if hasattr(t, "numpy"):  # a tensor: wait for its value (TFLite outputs are arrays)
+            t.numpy()
 
 
 def interleaved(fns, arg, repeats, warmup=2):
-    """Median wall time (s) of each ``fn(arg)``, calling the functions in turn every round so
-    that load changes on the machine hit all models alike."""
-    for fn in fns:
-        for _ in range(warmup):
-            _force(fn(arg))
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            _force(fn(arg))
-            times[i].append(time.perf_counter() - start)
-    return [float(np.median(t)) for t in times]
+    """Median wall time (s) of each ``fn(arg)``, the functions called in turn every round."""
+    return [float(np.median(t)) for t in interleaved_times(fns, arg, repeats, warmup, force=_force)]
 
 
 def classifier(backbone, classes=1000):
@@ -105,8 +99,6 @@ def measure_all(models, size, repeats):
 def tflite_latency(models, size, repeats, threads):
     """{name: (fp32 ms, int8 ms)}: batch-1 median latency of each model's TFLite exports,
     all files interleaved call by call."""
-    from ai_edge_litert.interpreter import Interpreter
-
     from keras_csp.export import to_tflite
 
     rng = np.random.default_rng(0)
@@ -122,22 +114,9 @@ def tflite_latency(models, size, repeats, threads):
             except Exception as err:  # noqa: BLE001 - report, do not abort the table
                 print(f"{name} {variant}: export failed: {type(err).__name__}: {str(err)[:200]}")
                 continue
-            interpreter = Interpreter(model_path=path, num_threads=threads)
-            interpreter.allocate_tensors()
-            detail = interpreter.get_input_details()[0]
-            image = samples[:1]
-            if detail["dtype"] != np.float32:
-                scale, zero = detail["quantization"]
-                image = np.round(image / scale + zero).astype(detail["dtype"])
-
-            def run(_, interpreter=interpreter, index=detail["index"], image=image):
-                interpreter.set_tensor(index, image)
-                interpreter.invoke()
-                return ()
-
-            runners[(name, variant)] = run
+            runners[(name, variant)] = tflite_runner(path, threads)
     keys = list(runners)
-    times = interleaved([runners[k] for k in keys], None, repeats)
+    times = interleaved([runners[k] for k in keys], samples[:1], repeats)
     result = {name: [float("nan"), float("nan")] for name in models}
     for (name, variant), t in zip(keys, times):
         result[name][0 if variant == "fp32" else 1] = t

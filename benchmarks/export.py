@@ -74,6 +74,8 @@ if ARGS is not None:
 
 from keras_csp.backend import keras, tf  # noqa: E402
 from keras_csp.export import examples, to_tflite  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/timing.py, when imported
+from timing import interleaved_times, tflite_runner  # noqa: E402
 
 
 def _datasets(size, train_images, val_images, folder):
@@ -177,42 +179,17 @@ def _qat_model(network, heads, train, epochs, samples, learning_rate):
 
 
 def _tflite_runner(path, threads):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path, num_threads=threads)
-    runner = interpreter.get_signature_runner("serving_default")
-    detail = runner.get_input_details()["images"]
-    outputs = runner.get_output_details()
-
-    def run(image):
-        batch = image[None].astype(np.float32)
-        if detail["dtype"] != np.float32:
-            scale, zero = detail["quantization"]
-            batch = np.round(batch / scale + zero).astype(detail["dtype"])
-        result = runner(images=batch)
-        values = {}
-        for name, value in result.items():
-            scale, zero = outputs[name]["quantization"]
-            values[name] = ((value.astype(np.float32) - zero) * scale
-                            if scale and value.dtype != np.float32 else value)
-        return values
-
-    return run
+    """``run(image) -> {name: float array}`` for one image (batch of 1)."""
+    run = tflite_runner(path, threads)
+    return lambda image: run(image[None])
 
 
 def latency(functions, image, runs, warmup=3):
     """p50 / p90 milliseconds of each function, interleaved call by call."""
-    for function in functions.values():
-        for _ in range(warmup):
-            function(image)
-    times = {name: [] for name in functions}
-    for _ in range(runs):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function(image)
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: {"p50_ms": float(np.percentile(t, 50)), "p90_ms": float(np.percentile(t, 90))}
-            for name, t in times.items()}
+    names = list(functions)
+    times = interleaved_times([functions[n] for n in names], image, runs, warmup)
+    return {name: {"p50_ms": float(np.percentile(t, 50) * 1000), "p90_ms": float(np.percentile(t, 90) * 1000)}
+            for name, t in zip(names, times)}
 
 
 def mean_ap50(network, heads, val, source, run=None):

@@ -53,15 +53,15 @@ def test_quick_demo_learns(tmp_path):
 
 @pytest.mark.slow
 def test_full_demo_trains_a_useful_detector_in_the_budget(tmp_path):
-    """The README's main job, in full (about 16 minutes). Measured on this 2-core machine:
-    mAP@0.5 0.690 after 10.9 minutes of training (README). The issue's target, 0.8, is not reached yet:
-    the report says so; this test pins what the demo does reach, with a margin."""
+    """The README's main job, in full (about 14 minutes). Measured on this 2-core machine:
+    mAP@0.5 0.801 after 12.7 minutes of training (README), the issue's target 0.8 met by a thin
+    margin; this test pins 0.75, as a loaded machine fits fewer epochs in the budget."""
     done, output, report = _run_demo(tmp_path, timeout=2400)
     _check_outputs(tmp_path, report)
     print(output[-2500:])
     assert done.returncode == 0
     assert report["train_seconds"] <= 15 * 60
-    assert report["final"]["stats"]["AP50"] >= 0.6, report["final"]["table"]
+    assert report["final"]["stats"]["AP50"] >= 0.75, report["final"]["table"]
     assert report["ok"] == (report["final"]["stats"]["AP50"] >= 0.8)
 
 def test_deadline_stops_after_the_epoch_that_leaves_no_room_for_another():

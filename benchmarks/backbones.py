@@ -116,7 +116,7 @@ def tflite_latency(models, size, repeats, threads):
                 continue
             runners[(name, variant)] = tflite_runner(path, threads)
     keys = list(runners)
-    times = interleaved([runners[k] for k in keys], samples[:1], repeats)
+    times = interleaved([runners[k] for k in keys], samples[0], repeats)
     result = {name: [float("nan"), float("nan")] for name in models}
     for (name, variant), t in zip(keys, times):
         result[name][0 if variant == "fp32" else 1] = t

@@ -178,12 +178,6 @@ def _qat_model(network, heads, train, epochs, samples, learning_rate):
     return model
 
 
-def _tflite_runner(path, threads):
-    """``run(image) -> {name: float array}`` for one image (batch of 1)."""
-    run = tflite_runner(path, threads)
-    return lambda image: run(image[None])
-
-
 def latency(functions, image, runs, warmup=3):
     """p50 / p90 milliseconds of each function, interleaved call by call."""
     names = list(functions)
@@ -260,7 +254,7 @@ def main(args):
         return [t.numpy() for t in tf.nest.flatten(keras_fn(tf.constant(image[None])))]
 
     functions = {"keras": keras_call} if "keras" in variants else {}
-    runners = {name: _tflite_runner(path, args.threads) for name, path in files.items()}
+    runners = {name: tflite_runner(path, args.threads) for name, path in files.items()}
     functions.update(runners)
     image = samples[0]
     for name, stats in latency(functions, image, args.runs).items():

@@ -27,6 +27,8 @@ BatchNormalization after a layer tfmot cannot fold it into (a GroupedConv2D) qua
 output as a scale-and-shift of its own.
 """
 
+import numpy as np
+
 from keras_csp.backend import LEGACY_KERAS, keras
 
 _NOT_LEGACY = (
@@ -173,8 +175,6 @@ def _after_conv(layer):
 
 
 def _image_batches(data, batch_size=8):
-    import numpy as np
-
     if hasattr(data, "shape") and len(data.shape) == 4:  # one array of images
         data = np.asarray(data, np.float32)
         return [data[i:i + batch_size] for i in range(0, len(data), batch_size)]
@@ -191,8 +191,6 @@ def calibrate_ranges(qat_model, float_model, data, batch_size=8):
     sets them. Weight ranges (also [-6, 6] until the first training step) are set from the
     weights, as tfmot's symmetric weight quantizer would. Returns the number of ranges set.
     """
-    import numpy as np
-
     _check_model(qat_model, "calibrate_ranges")
     float_layers = {layer.name for layer in float_model.layers}
     targets, tensors = [], []  # (min variable, max variable), float output
@@ -235,8 +233,6 @@ def _set_weight_ranges(ranges):
     """Symmetric ranges of a wrapper's quantized weights (``<weight>_min`` / ``_max``
     next to ``<weight>``; per output channel or per tensor) from the weights' values.
     ``ranges`` maps a wrapper's variable names (without scope) to its variables."""
-    import numpy as np
-
     count = 0
     for short, weight in ranges.items():
         low, high = ranges.get(short + "_min"), ranges.get(short + "_max")
@@ -288,8 +284,6 @@ def strip_pruning(model):
 
 def sparsity(model):
     """Fraction of zero weights: ``{"overall": f, "layers": {name: f}}`` over conv/dense kernels."""
-    import numpy as np
-
     layers, zeros, total = {}, 0, 0
     stack = list(model.layers)
     while stack:

@@ -11,6 +11,7 @@ from keras_csp.backend import tf
 from keras_csp.data.source import ClassificationSource, DetectionSource
 from keras_csp.data.structure import make_element, sanitize_boxes
 from keras_csp.data.voc import VOC_CLASSES
+from keras_csp.weights.classes import COCO_CLASSES
 
 COCO_CATEGORY_IDS = (
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27,
@@ -20,19 +21,7 @@ COCO_CATEGORY_IDS = (
 )  # fmt: skip
 """The official COCO category ids of the 80 detection classes, in TFDS' label order."""
 
-COCO_CLASS_NAMES = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
-    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
-)  # fmt: skip
-"""COCO's 80 class names in the same order (used when TFDS metadata has no names)."""
+COCO_CLASS_NAMES = COCO_CLASSES  # one list of COCO's names: keras_csp.weights.classes
 
 
 def _load(name, split, data_dir, download, shuffle_files, seed):

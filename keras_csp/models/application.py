@@ -49,10 +49,11 @@ def preprocess_input(x):
 
 
 def _validate(spec, include_top, weights, classes, input_shape, pooling, activation, fusion):
-    if weights not in (None, "imagenet") and not (isinstance(weights, (str, os.PathLike)) and os.path.exists(weights)):
+    if not pretrained.is_weights_argument(weights):
         raise ValueError(
-            "The `weights` argument should be None, 'imagenet', or the path to an existing "
-            f"Keras or Darknet weights file; received weights={weights!r}."
+            "The `weights` argument should be None, 'imagenet', a name registered in "
+            "keras_csp.weights, or the path to an existing Keras or Darknet weights file; "
+            f"received weights={weights!r}."
         )
     if weights == "imagenet" and include_top and classes != 1000:
         raise ValueError(

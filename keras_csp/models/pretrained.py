@@ -1,64 +1,48 @@
-"""Weights for the backbones: Keras weights files, Darknet ``.weights`` and the authors'
-published ImageNet weights (downloaded with a hash where the network allows)."""
+"""Weights for the backbones: a Keras weights file, a Darknet ``.weights`` file, or a name
+the weights registry resolves (``"imagenet"``, a registered entry; see keras_csp.weights)."""
 
 import os
 
-from keras_csp.backend import keras
-
-# The authors' ImageNet weights, as the reference repo (WongKinYiu/CrossStagePartialNetworks)
-# publishes them. They are hosted on Google Drive, which gives no stable direct-download URL, so
-# `weights="imagenet"` looks for the file in the cache folder first and tells the user where to
-# put it when it is not there and cannot be downloaded.
-IMAGENET_FILES = {
-    ("CSPDarknet53", "leaky"): "csdarknet53_final.weights",
-    ("CSPDarknet53", "mish"): "csdarknet53-omega_final.weights",
-    ("CSPResNet50", "leaky"): "csresnet50_final.weights",
-    ("CSPResNeXt50", "leaky"): "csresnext50_final.weights",
-    ("CSPResNeXt50", "mish"): "csresnext50-omega_final.weights",
-    ("Darknet53", "leaky"): "darknet53_final.weights",
-    ("ResNet50", "leaky"): "resnet50_final.weights",
-    ("ResNeXt50", "leaky"): "resnext50_final.weights",
-}
-DOWNLOAD_PAGE = "https://github.com/WongKinYiu/CrossStagePartialNetworks#big-models"
+from keras_csp import weights as weights_registry
 
 
-def cache_dir():
-    """Folder searched for downloaded weights: ``$KERAS_CSP_HOME`` or ``~/.keras/keras_csp``."""
-    return os.environ.get("KERAS_CSP_HOME", os.path.join(os.path.expanduser("~"), ".keras", "keras_csp"))
+def is_weights_argument(weights):
+    """True for what a builder's ``weights=`` accepts (checked before building the model)."""
+    if weights is None or isinstance(weights, os.PathLike):
+        return True
+    return isinstance(weights, str) and (
+        os.path.exists(weights) or weights == "imagenet" or weights in weights_registry.names())
 
 
 def resolve_imagenet(model_name, activation):
-    """Path of the authors' ImageNet weights for this model, or a clear error."""
-    fname = IMAGENET_FILES.get((model_name, activation))
-    if fname is None:
+    """Path of the authors' ImageNet weights for this model (fetched or found in the cache),
+    or a clear error naming the file and where to put it."""
+    entry = weights_registry.find(model_name, "imagenet", activation=activation)
+    if entry is None:
+        have = sorted({f"{e.model} ({e.model_kwargs.get('activation', 'leaky')})" for e in
+                       map(weights_registry.get, weights_registry.names()) if e.alias == "imagenet"})
         raise ValueError(
             f"No ImageNet weights were published for {model_name} with activation={activation!r}; "
-            f"available: {sorted(f'{m} ({a})' for m, a in IMAGENET_FILES)}."
-        )
-    path = os.path.join(cache_dir(), fname)
-    if os.path.exists(path):
-        return path
-    raise FileNotFoundError(
-        f"ImageNet weights for {model_name} ({fname}) are not in {cache_dir()} and cannot be "
-        f"downloaded automatically (the authors host them on Google Drive; this machine may also "
-        f"be offline). Download {fname} from {DOWNLOAD_PAGE}, put it in {cache_dir()} (or set "
-        f"KERAS_CSP_HOME), or pass weights='/path/to/{fname}'."
-    )
+            f"available: {have}.")
+    return weights_registry.fetch(entry)
 
 
 def load(model, weights, model_name, activation="leaky", include_top=True):
-    """Load ``weights`` (a path, or "imagenet") into ``model`` built by a keras_csp builder."""
+    """Load ``weights`` (a path, "imagenet" or a registered name) into a keras_csp backbone."""
     if weights == "imagenet":
-        weights = resolve_imagenet(model_name, activation)
-    weights = os.fspath(weights)
-    if weights.endswith(".weights"):
+        resolve_imagenet(model_name, activation)  # a clear error for models without any
+    path, entry = weights_registry.resolve(weights, model_name, activation=activation)
+    if entry is not None and entry.format == "keras":
+        model.load_weights(path)
+        return model
+    if path.endswith(".weights") or (entry is not None and entry.format == "darknet"):
         from keras_csp.darknet.weights import load_conv_weights
 
         blocks = model.darknet_blocks
         if not include_top:
             # Darknet files hold the classifier last; without the top we read only the backbone.
             blocks = tuple(b for b in blocks if b != "predictions")
-        load_conv_weights(model, blocks, weights, allow_extra=not include_top)
+        load_conv_weights(model, blocks, path, allow_extra=not include_top)
     else:
-        model.load_weights(weights)
+        model.load_weights(path)
     return model

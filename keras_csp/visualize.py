@@ -65,8 +65,9 @@ def draw_detections(image, boxes, classes, scores=None, class_names=None, score_
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         tw, th = right - left, bottom - top
         ty = y0 - th - 2 if y0 - th - 2 >= 0 else y0
-        draw.rectangle([x0, ty, x0 + tw + 4, ty + th + 2], fill=colour)
-        draw.text((x0 + 2 - left, ty + 1 - top), label, fill=(0, 0, 0), font=font)
+        tx = max(0, min(x0, canvas.size[0] - tw - 4))  # keep the label inside the image
+        draw.rectangle([tx, ty, tx + tw + 4, ty + th + 2], fill=colour)
+        draw.text((tx + 2 - left, ty + 1 - top), label, fill=(0, 0, 0), font=font)
     return canvas
 
 

@@ -1,4 +1,5 @@
-"""PNG figures: per-class precision-recall curves and training curves (matplotlib, Agg).
+"""PNG figures: per-class precision-recall curves and training curves (matplotlib, Agg), and
+``results.csv`` (one row per epoch). The validation pictures are in ``pictures``.
 
 Every figure is written to a temporary file first and moved into place, so a reader (or a
 killed run) never sees half a PNG.
@@ -105,6 +106,8 @@ def plot_history(history, path, title=None):
     import numpy as np
 
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     history = {k: [np.nan if v is None else float(v) for v in vs] for k, vs in history.items() if vs}
     losses = [k for k in history if k.endswith("loss")]
     metrics = [k for k in history if re.match(r"^(val_)?(AP|AR|top)", k) and not k.startswith(("val_AR", "AR"))]
@@ -125,6 +128,7 @@ def plot_history(history, path, title=None):
         if log_scale and all(np.nanmin(np.asarray(history[k], float)) > 0 for k in keys):
             ax.set_yscale("log")
         ax.set(xlabel="epoch", title=name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 1.5
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
@@ -133,4 +137,43 @@ def plot_history(history, path, title=None):
     return save_figure(fig, path)
 
 
-__all__ = ["plot_history", "save_figure", "write_pr_curves"]
+def results_columns(history):
+    """Column order of ``results.csv``: training losses, learning rate, then validation."""
+    keys = [k for k, v in history.items() if v is not None]
+    train = sorted(k for k in keys if not k.startswith("val_") and k.endswith("loss"))
+    rate = [k for k in ("learning_rate", "lr") if k in keys]
+    other = sorted(k for k in keys if not k.startswith("val_") and k not in train + rate)
+    val = sorted((k for k in keys if k.startswith("val_")), key=lambda k: (not k.endswith("loss"), k))
+    return train + rate + other + val
+
+
+def write_results_csv(history, path):
+    """``results.csv``: one row per epoch (1-based ``epoch`` first), training losses and
+    validation metrics; a cell is empty where the epoch has no value (not evaluated). Written
+    atomically; returns ``path``.
+    """
+    import csv
+    import io
+
+    columns = results_columns(history)
+    epochs = max((len(history[k]) for k in columns), default=0)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["epoch"] + columns)
+    for e in range(epochs):
+        row = [e + 1]
+        for k in columns:
+            v = history[k][e] if e < len(history[k]) else None
+            row.append("" if v is None or not math.isfinite(float(v)) else f"{float(v):.6g}")
+        writer.writerow(row)
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".csv", prefix=".tmp-", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(buffer.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+__all__ = ["plot_history", "results_columns", "save_figure", "write_pr_curves", "write_results_csv"]

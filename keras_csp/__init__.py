@@ -36,4 +36,5 @@ from keras_csp.models import (  # noqa: E402  (small and mobile backbones; issue
     PeleeNet,
     ResNet10,
 )
+from keras_csp.models import CSPDarknet53Tiny  # noqa: E402  (YOLOv4-tiny's backbone; issue 14)
 from keras_csp import detectors  # noqa: E402  (YOLO detectors, necks, NMS; issue 5)

@@ -52,6 +52,9 @@ VARIANTS.update({
     "csppeleenet-swish-se": ("CSPPeleeNet", {"activation": "swish", "se": True}),
     "csppeleenet-mish": ("CSPPeleeNet", {"activation": "mish"}),
 })
+# YOLOv4-tiny's backbone (issue 14): layers 0-26 of yolov4-tiny.cfg.
+BACKBONES["CSPDarknet53Tiny"] = models.CSPDarknet53Tiny
+VARIANTS["csdarknet53-tiny"] = ("CSPDarknet53Tiny", {})
 for _act in ("leaky", "mish", "swish", "relu"):
     VARIANTS[f"densenet201-{_act}"] = ("DenseNet201", {"activation": _act})
 

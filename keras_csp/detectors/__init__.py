@@ -22,11 +22,15 @@ from keras_csp.detectors.builders import (  # noqa: E402
     PeleeNetPRN,
     YOLOv3,
     YOLOv3SPP,
+    YOLOv4,
+    YOLOv4Tiny,
     build_detector,
 )
 from keras_csp.detectors.detector import Detector, YOLODetector  # noqa: E402
 from keras_csp.detectors.inference import InferenceModel, postprocess, predict_boxes  # noqa: E402
 from keras_csp.detectors.nms import NMSConfig, non_max_suppression  # noqa: E402
+from keras_csp.detectors import transfer  # noqa: E402  (fine-tuning from other classes; issue 14)
+from keras_csp.detectors.transfer import load_matching, load_pretrained  # noqa: E402
 
 __all__ += [
     "CSPDarknet53PANetSPP", "CSPDenseNetRefEFMSAM", "CSPDenseNetRefPRN", "CSPDenseNetbRefPRN",
@@ -34,4 +38,5 @@ __all__ += [
     "CSPResNeXt50PANetSPP", "CSPResNet50PANetSPP", "DETECTORS", "PeleeNetPRN",
     "Detector", "InferenceModel", "NMSConfig", "YOLODetector", "YOLOv3", "YOLOv3SPP",
     "build_detector", "necks", "non_max_suppression", "postprocess", "predict_boxes",
+    "YOLOv4", "YOLOv4Tiny", "load_matching", "load_pretrained", "transfer",
 ]

@@ -2,7 +2,10 @@
 
 Exact (the authors' Darknet cfgs, same conv blocks in the same order, so Darknet
 ``.weights`` load): CSPResNeXt50-PANet-SPP, CSPDarknet53-PANet-SPP, CSPResNet50-PANet-SPP
-(cs*-panet-spp.cfg), YOLOv3 (yolov3.cfg) and YOLOv3-SPP (yolov3-spp.cfg).
+(cs*-panet-spp.cfg), YOLOv3 (yolov3.cfg) and YOLOv3-SPP (yolov3-spp.cfg), YOLOv4 (yolov4.cfg:
+CSPDarknet53-PANet-SPP with the mish backbone, csdarknet53-omega, its own anchors and [yolo]
+options) and YOLOv4-tiny (yolov4-tiny.cfg: CSPDarknet53-tiny and a two-level neck). These
+two have trained COCO weights: ``YOLOv4(weights="coco")`` (see ``keras_csp.weights``).
 
 Reconstructions (no cfg was ever published): the small detectors of Table 2 and Table 4,
 EFM / EFM(SAM) / EFM(SPP) / GFM / PRN / PRN-3l on CSPPeleeNet, PeleeNet and the CSP
@@ -18,7 +21,7 @@ from typing import Optional
 
 from keras_csp.detectors.detector import YOLODetector
 from keras_csp.detectors.heads import TINY_ANCHORS, TINY_PRN_ANCHORS, YOLOV3_ANCHORS
-from keras_csp.detectors.necks import EFM, GFM, PRN
+from keras_csp.detectors.necks import EFM, GFM, PRN, TinyFPN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +65,61 @@ _exact("YOLOv3", "Darknet53", "fpn", 416, "darknet cfg/yolov3.cfg",
        ((416, 65.9, 62.3e6), (608, 140.7, 62.3e6), (320, 39.0, 62.3e6)))
 _exact("YOLOv3-SPP", "Darknet53", "fpn_spp", 608, "darknet cfg/yolov3-spp.cfg",
        ((608, 141.531, 62_944_352),))
+
+# yolov4.cfg / yolov4-tiny.cfg (the Darknet project, AlexeyAB/darknet): their [yolo] options,
+# one dict per level (smallest stride first). Each head matches a truth against all the
+# section's anchors (``matching_anchors``) and is positive where the best is in its ``mask``
+# (``anchor_indices``): in yolov4-tiny both masks hold anchor 3, so such a truth is a positive
+# in both heads, as in Darknet. iou_thresh (yolov4 only): anchors with shape IoU > 0.213 are
+# positives too. max_delta (Darknet's gradient clip) has no counterpart; the loss needs none.
+_V4_HEAD = {"iou_loss": "ciou", "iou_normalizer": 0.07, "cls_normalizer": 1.0,
+            "ignore_thresh": 0.7, "nms_kind": "greedynms", "beta_nms": 0.6}
+YOLOV4_ANCHORS = (
+    ((12, 16), (19, 36), (40, 28)),
+    ((36, 75), (76, 55), (72, 146)),
+    ((142, 110), (192, 243), (459, 401)),
+)
+_V4_POOL = tuple(a for level in YOLOV4_ANCHORS for a in level)
+DETECTORS["YOLOv4"] = DetectorSpec(
+    "YOLOv4", "CSPDarknet53", "panet_spp", 608,
+    "darknet cfg/yolov4.cfg (csdarknet53-panet-spp.cfg with the mish backbone; trained on COCO)",
+    # Darknet's counts of yolov4.cfg (keras_csp.darknet.infer_network; tests/test_yolov4.py).
+    ((608, 128.459, 64_296_032), (416, 60.137, 64_296_032)),
+    anchors=YOLOV4_ANCHORS,
+    head_options=tuple(
+        {**_V4_HEAD, "scale_x_y": scale, "iou_thresh": 0.213, "matching_anchors": _V4_POOL,
+         "anchor_indices": mask}
+        for scale, mask in ((1.2, (0, 1, 2)), (1.1, (3, 4, 5)), (1.05, (6, 7, 8)))),
+    backbone_kwargs={"activation": "mish"},
+    matching_anchors=_V4_POOL,
+)
+DETECTORS["YOLOv4-tiny"] = DetectorSpec(
+    "YOLOv4-tiny", "CSPDarknet53Tiny", TinyFPN((128, 256)), 416,
+    "darknet cfg/yolov4-tiny.cfg (trained on COCO)",
+    ((416, 6.910, 6_049_888),),
+    anchors=TINY_PRN_ANCHORS,  # masks 1,2,3 (P4) and 3,4,5 (P5) of the cfg's six
+    head_options=tuple(
+        {**_V4_HEAD, "scale_x_y": 1.05, "matching_anchors": TINY_ANCHORS, "anchor_indices": mask}
+        for mask in ((1, 2, 3), (3, 4, 5))),
+    matching_anchors=TINY_ANCHORS,  # anchor 0 serves matching only, as in Darknet
+)
+_POOL_KEYS = ("matching_anchors", "anchor_indices")
+
+
+def _drop_cfg_pool(options, spec):
+    """``options`` without the spec's own per-head anchor pool (it belongs to the cfg's
+    anchors; other anchors match within the heads' anchors)."""
+    if options is None or spec.head_options is None:
+        return options
+    own = spec.head_options if isinstance(spec.head_options, (list, tuple)) else [spec.head_options]
+    pools = {tuple((k, repr(o.get(k))) for k in _POOL_KEYS) for o in own}
+
+    def strip(o):
+        if tuple((k, repr(o.get(k))) for k in _POOL_KEYS) in pools:
+            return {k: v for k, v in o.items() if k not in _POOL_KEYS}
+        return o
+
+    return [strip(o) for o in options] if isinstance(options, (list, tuple)) else strip(options)
 
 
 def _small(name, backbone, neck, size, source, targets):
@@ -128,8 +186,17 @@ def build_detector(
     head_options=None,
     nms=None,
     name=None,
+    class_names=None,
+    verbose=True,
 ):
-    """Build the named detector ``spec`` (a ``DetectorSpec`` or a key of ``DETECTORS``)."""
+    """Build the named detector ``spec`` (a ``DetectorSpec`` or a key of ``DETECTORS``).
+
+    ``weights`` goes through :func:`keras_csp.detectors.transfer.load_pretrained`: a registry
+    name or alias (``"coco"``, ``"conv.29"``), a Darknet file (blocks that fit are loaded, the
+    class-dependent prediction convs of another class count re-created, a partial file's
+    missing blocks left as initialised; ``verbose`` prints what was not loaded) or a Keras
+    weights file. ``detector.transfer_report`` keeps the report (None for Keras files).
+    """
     if isinstance(spec, str):
         if spec not in DETECTORS:
             raise ValueError(f"Unknown detector {spec!r}; known: {', '.join(sorted(DETECTORS))}.")
@@ -141,18 +208,23 @@ def build_detector(
         weights=backbone_weights, **(spec.backbone_kwargs or {}),
     )
     options = spec.head_options if head_options is None else head_options
+    matching = spec.matching_anchors
+    if anchors is not None:
+        options, matching = _drop_cfg_pool(options, spec), None
     detector = YOLODetector(
         backbone, spec.neck, num_classes=num_classes,
         anchors=spec.anchors if anchors is None else anchors,
-        head_options=options, matching_anchors=spec.matching_anchors, nms=nms,
+        head_options=options, matching_anchors=matching, nms=nms,
         name=name or spec.name.replace("-", "_").replace("(", "").replace(")", ""),
     )
+    if class_names is not None:
+        detector.set_class_names(class_names)
+    report = None
     if weights is not None:
-        path = str(weights)
-        if path.endswith(".weights"):
-            detector.load_darknet_weights(path)
-        else:
-            detector.load_weights(path)
+        from keras_csp.detectors.transfer import load_pretrained
+
+        report = load_pretrained(detector, weights, model=spec.name, verbose=verbose)
+    detector.transfer_report = report
     return detector
 
 
@@ -180,27 +252,47 @@ _DOC = """The {name} detector ({kind}; {source}).
         num_classes: classes (80 for COCO; the head widths follow).
         input_shape: (height, width, 3), multiples of 32; default ({size}, {size}, 3). Use
             (None, None, 3) for any size (then ``predict`` works, ``YoloDecode`` does not).
-        weights: a Darknet ``.weights`` file of the whole detector (conv blocks in
-            ``darknet_blocks`` order) or a Keras weights file.
+        weights: {weights_doc}a Darknet file (the whole detector in
+            ``darknet_blocks`` order, or its first blocks as Darknet's ``*.conv.N``; the
+            prediction convs of a file for other classes are re-created: fine-tuning; see
+            ``keras_csp.detectors.transfer``) or a Keras weights file.
         backbone_weights: weights of the backbone alone ("imagenet" or a path), loaded
             before the neck and head are added.
         anchors: (w, h) pixel anchors per level (default: the cfg's).
         head_options: HeadSpec loss options (default: the cfg's, ignore_thresh=0.7).
         nms: NMSConfig or dict used by ``predict``.
         name: model name.
+        class_names: a name per class (``weights="coco"`` with 80 classes sets COCO's).
+        verbose: print which blocks of a Darknet ``weights`` file were not loaded.
 
     Returns a ``keras_csp.detectors.Detector``: ``fit`` trains it on ``(images, boxes)``,
     ``predict`` returns boxes, ``detector.detector`` is the raw functional network.
     """
 
 
+_PRETRAINED = {
+    "YOLOv4": '"coco" (yolov4.weights, COCO\'s 80 classes; with another num_classes every\n'
+              '            block but the three prediction convs), "conv.137" (yolov4.conv.137,\n'
+              '            the ImageNet backbone and SPP), a name registered in keras_csp.weights, ',
+    "YOLOv4-tiny": '"coco" (yolov4-tiny.weights, COCO\'s 80 classes; with another num_classes\n'
+                   '            every block but the two prediction convs), "conv.29"\n'
+                   '            (yolov4-tiny.conv.29, the first 29 cfg layers), a name registered\n'
+                   '            in keras_csp.weights, ',
+}
+
+
+def _weights_doc(key):
+    return _PRETRAINED.get(key, "a name registered in keras_csp.weights, ")
+
+
 def _make(key):
     spec = DETECTORS[key]
 
     def builder(num_classes=80, input_shape=None, weights=None, backbone_weights=None,
-                anchors=None, head_options=None, nms=None, name=None):
+                anchors=None, head_options=None, nms=None, name=None, class_names=None,
+                verbose=True):
         return build_detector(spec, num_classes, input_shape, weights, backbone_weights,
-                              anchors, head_options, nms, name)
+                              anchors, head_options, nms, name, class_names, verbose)
 
     builder.__name__ = builder.__qualname__ = (
         key.replace("-", "").replace("(", "").replace(")", "").replace(".", "")
@@ -223,6 +315,7 @@ def _make(key):
     builder.__doc__ = _DOC.format(
         name=key, kind="exact cfg" if spec.exact else "reconstruction", source=spec.source,
         size=spec.input_size, structure=structure, targets=targets,
+        weights_doc=_weights_doc(key),
     )
     return builder
 
@@ -240,10 +333,13 @@ CSPPeleeNetRefPRN3l = _make("CSPPeleeNet-Ref-PRN(3l)")
 CSPDenseNetRefPRN = _make("CSPDenseNet-Ref-PRN")
 CSPDenseNetbRefPRN = _make("CSPDenseNetb-Ref-PRN")
 PeleeNetPRN = _make("PeleeNet-PRN")
+YOLOv4 = _make("YOLOv4")
+YOLOv4Tiny = _make("YOLOv4-tiny")
+YOLOv4Tiny.__name__ = YOLOv4Tiny.__qualname__ = "YOLOv4Tiny"
 
 __all__ = [
     "CSPDarknet53PANetSPP", "CSPDenseNetRefEFMSAM", "CSPDenseNetRefPRN", "CSPDenseNetbRefPRN",
     "CSPPeleeNetEFMSAM", "CSPPeleeNetRefEFMSAM", "CSPPeleeNetRefPRN", "CSPPeleeNetRefPRN3l",
     "CSPResNeXt50PANetSPP", "CSPResNet50PANetSPP", "DETECTORS", "DetectorSpec", "PeleeNetPRN",
-    "YOLOv3", "YOLOv3SPP", "build_detector", "report",
+    "YOLOV4_ANCHORS", "YOLOv3", "YOLOv3SPP", "YOLOv4", "YOLOv4Tiny", "build_detector", "report",
 ]

@@ -38,6 +38,8 @@ class Detector(YOLOTask):
       heads: one ``HeadSpec`` per output; matching_anchors: see ``YOLOTask``.
       nms: :class:`~keras_csp.detectors.nms.NMSConfig` (or dict) used by ``predict``.
       darknet_blocks: conv block names in the order of the Darknet cfg (for ``.weights``).
+      class_names: optional name of each class id (e.g. COCO's 80 with ``weights="coco"``),
+        for reading ``predict``'s ``classes`` and for export; serialized with the model.
 
     ``predict(images)`` returns a fixed-size dict per image: ``boxes [K, 4]`` (pixel xyxy),
     ``scores [K]``, ``classes [K]`` (int32, -1 padding) and ``num_detections``. Boxes are in
@@ -47,12 +49,29 @@ class Detector(YOLOTask):
     """
 
     def __init__(self, detector, heads, matching_anchors=None, nms=None, darknet_blocks=None,
-                 **kwargs):
+                 class_names=None, **kwargs):
         super().__init__(detector, heads, matching_anchors, **kwargs)
         self.nms_config = NMSConfig.coerce(nms)
         blocks = darknet_blocks if darknet_blocks is not None else getattr(
             detector, "darknet_blocks", ())
         self.darknet_blocks = tuple(blocks)
+        self.class_names = None
+        if class_names is not None:
+            self.set_class_names(class_names)
+
+    def set_class_names(self, class_names):
+        """Name each class id (one name per class of the heads), or ``None`` to clear them."""
+        if class_names is None:
+            self.class_names = None
+            return
+        names = tuple(str(n) for n in class_names)
+        expected = self.heads[0].num_classes
+        if len(names) != expected:
+            raise ValueError(
+                f"`class_names` must name each of the {expected} classes of {self.name}; "
+                f"received {len(names)} names."
+            )
+        self.class_names = names
 
     @property
     def backbone(self):
@@ -105,6 +124,7 @@ class Detector(YOLOTask):
         config = super().get_config()
         config["nms"] = self.nms_config.get_config()
         config["darknet_blocks"] = list(self.darknet_blocks)
+        config["class_names"] = None if self.class_names is None else list(self.class_names)
         return config
 
 

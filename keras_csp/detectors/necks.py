@@ -9,8 +9,8 @@ the detector can list every block in cfg order and load Darknet ``.weights``.
 
 ``FPN`` (YOLOv3, ``fpn`` / ``fpn_spp``) and ``PANet`` (``panet_spp``) follow the authors'
 cfgs exactly (yolov3.cfg, yolov3-spp.cfg, cs*-panet-spp.cfg); ``PRN`` follows
-yolov3-tiny-prn.cfg. ``EFM`` and ``GFM`` are rebuilt from the paper's text and Figure 6 (no
-cfg was published): see their docstrings and docs/detectors.md.
+yolov3-tiny-prn.cfg and ``TinyFPN`` yolov4-tiny.cfg. ``EFM`` and ``GFM`` are rebuilt from
+the paper's text and Figure 6 (no cfg was published): see their docstrings and docs/detectors.md.
 """
 
 import dataclasses
@@ -232,6 +232,38 @@ class PRN:
         return {lvl: outputs[lvl] for lvl in self.levels}
 
 
+@dataclasses.dataclass(frozen=True)
+class TinyFPN:
+    """The two-level neck of yolov4-tiny.cfg (layers 27-35).
+
+    Top (P5): ``c = 1x1 w5``, head input ``3x3 2*w5 (c)``. P4: ``1x1 w4 (c)``, x2 upsampling,
+    concat ``[upsampled, backbone P4]`` (the cfg's ``[route] layers=-1, 23``), head input
+    ``3x3 2*w4``. ``widths`` are ``(w4, w5)``; the cfg's are (128, 256).
+    """
+
+    widths: Tuple[int, ...] = (128, 256)
+    levels: Tuple[str, ...] = ("P4", "P5")
+
+    def __call__(self, features, activation="leaky", registry=None, name="neck"):
+        _check_features(self, features)
+        _check_widths(self, self.widths, len(self.levels))
+        b = _Blocks(activation, registry, name)
+        top = len(self.levels) - 1
+        tag = self.levels[top].lower()
+        x = b.conv(features[self.levels[top]], self.widths[top], 1, f"{tag}_reduce")
+        outputs = {self.levels[top]: b.conv(x, 2 * self.widths[top], 3, f"{tag}_out")}
+        b.slot(self.levels[top])
+        for i in reversed(range(top)):
+            level, width = self.levels[i], self.widths[i]
+            tag = level.lower()
+            x = b.conv(x, width, 1, f"{tag}_reduce")
+            x = b.upsample(x, f"{tag}_upsample")
+            x = b.concat([x, features[level]], f"{tag}_concat")
+            outputs[level] = b.conv(x, 2 * width, 3, f"{tag}_out")
+            b.slot(level)
+        return {lvl: outputs[lvl] for lvl in self.levels}
+
+
 def spatial_attention(x, blocks, name, source=None, batch_normalize=True):
     """SAM: ``x * sigmoid(conv1x1(source or x))``, the conv a regular Darknet block.
 
@@ -356,6 +388,7 @@ NECKS = {
     "gfm": GFM(),
     "prn": PRN(),
     "prn_3l": PRN(widths=(128, 128, 256), levels=("P3", "P4", "P5")),
+    "tiny_fpn": TinyFPN(),
 }
 
 
@@ -370,5 +403,5 @@ def get_neck(neck):
     return neck
 
 
-__all__ = ["EFM", "FPN", "GFM", "HeadSlot", "NECKS", "PANet", "PRN", "get_neck",
+__all__ = ["EFM", "FPN", "GFM", "HeadSlot", "NECKS", "PANet", "PRN", "TinyFPN", "get_neck",
            "level_index", "spatial_attention"]

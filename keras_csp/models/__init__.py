@@ -46,3 +46,8 @@ SMALL_BACKBONES = [
     "PeleeNet", "ResNet10",
 ]
 __all__ += SMALL_BACKBONES
+
+# YOLOv4-tiny's backbone (issue 14), transcribed from yolov4-tiny.cfg.
+from keras_csp.models.tiny import CSPDarknet53Tiny  # noqa: E402
+
+__all__ += ["CSPDarknet53Tiny"]

@@ -119,8 +119,9 @@ def build_model(name, num_classes, image_size, anchors=None, head_options=None, 
                 weights=None, nms=None):
     """The detector ``name`` (see the module docstring) for ``num_classes`` at ``image_size``.
 
-    ``weights``: a Keras weights file or a Darknet ``.weights`` file of the whole detector,
-    loaded after building. ``backbone_weights``: weights of the backbone alone.
+    ``weights``: a Keras weights file, a Darknet file of the detector (or, for a named
+    detector, a registry name / alias such as ``coco``), loaded after building by
+    :func:`load_weights`. ``backbone_weights``: weights of the backbone alone.
     """
     from keras_csp import zoo
     from keras_csp.detectors import DETECTORS, YOLODetector, build_detector
@@ -129,7 +130,9 @@ def build_model(name, num_classes, image_size, anchors=None, head_options=None, 
     head_options = parse_head_options(head_options)
     if name in DETECTORS:
         if head_options is not None:  # on top of the named detector's own (its cfg's)
-            head_options = {**(DETECTORS[name].head_options or {}), **head_options}
+            own = DETECTORS[name].head_options or {}
+            head_options = ([{**o, **head_options} for o in own] if isinstance(own, (list, tuple))
+                            else {**own, **head_options})  # per-level cfg options (YOLOv4)
         spec = DETECTORS[name]
         if anchors is not None and getattr(spec, "matching_anchors", None) is not None:
             # The spec's matching pool belongs to its own anchors; other anchors match alone.
@@ -161,17 +164,17 @@ def build_model(name, num_classes, image_size, anchors=None, head_options=None, 
             "or package.module:function"
         )
     if weights:
-        load_weights(detector, weights)
+        load_weights(detector, weights, model=name if name in DETECTORS else None)
     return detector
 
 
-def load_weights(detector, path):
-    """Load a Darknet ``.weights`` file or a Keras weights file into ``detector``."""
-    path = str(path)
-    if path.endswith(".weights"):
-        detector.load_darknet_weights(path)
-    else:
-        detector.load_weights(path)
+def load_weights(detector, path, model=None):
+    """Load weights into ``detector``: a Keras weights file, a Darknet file (the blocks that
+    fit; prediction convs for other classes re-created, reported: fine-tuning), or for a named
+    detector ``model`` a registry name or alias (``coco``, ``conv.29``; keras_csp.weights)."""
+    from keras_csp.detectors.transfer import load_pretrained
+
+    load_pretrained(detector, path, model=model)
     return detector
 
 

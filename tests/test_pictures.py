@@ -190,3 +190,28 @@ def test_results_csv_one_row_per_epoch_and_empty_cells_when_not_evaluated(tmp_pa
     assert rows[1][4:] == ["", ""] and rows[2][4] == "" and rows[3][4:] == ["0.25", "0.5"]
     curves = plot_history(history, tmp_path / "curves.png")
     assert _decoded(curves).shape[1] > 500
+
+
+@pytest.mark.slow  # a 2-epoch training run and an evaluation: about 2 minutes on a loaded 2-core machine
+def test_train_and_evaluate_write_results_csv_and_the_pictures(tmp_path):
+    from keras_csp.cli import main
+    from keras_csp.data import write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "data", num_images=8, seed=4, min_side=64, max_side=96,
+                                   max_objects=3, min_object=8)
+    out = tmp_path / "run"
+    assert main(["train", "--train", data["coco_json"], "--val", data["coco_json"], "--model",
+                 "test_train_parts:tiny_detector", "--image-size", "64", "--batch-size", "4", "--epochs", "2",
+                 "--eval-every", "2", "--augment", "none", "--optimizer", "adam", "--out", str(out),
+                 "--no-tensorboard", "--verbose", "0"]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv", encoding="utf-8")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[0]["loss"]) > 0 and rows[0]["val_AP50"] == "" and rows[1]["val_AP50"] != ""
+    for name in pictures.PICTURES:
+        assert _decoded(out / name).shape[2] == 3, name
+    evaluated = tmp_path / "evaluated"
+    assert main(["evaluate", data["coco_json"], "--run", str(out), "--weights", "final", "--out",
+                 str(evaluated)]) == 0
+    for name in pictures.PICTURES:
+        assert _decoded(evaluated / name).shape[2] == 3, name
+    np.testing.assert_array_equal(_decoded(evaluated / "confusion_matrix.png"), _decoded(out / "confusion_matrix.png"))

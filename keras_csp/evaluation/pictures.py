@@ -358,12 +358,39 @@ def validation_pictures(model, dataset, out_dir, source=None, ground_truth=None,
         ground_truth = builder.ground_truth()
     result = evaluate_coco(ground_truth, detections, image_ids)
     samples = collect_samples(dataset, detect, num_images) if num_images else []
+    if title is None and getattr(source, "name", None):
+        title = f"labels of {source.name}"
     paths, matrix = write_pictures(out_dir, ground_truth, detections, result, samples, image_ids, labels,
                                    title=title)
     return result, paths, matrix
 
 
+def write_run_pictures(out_dir, history, model=None, val_dataset=None, val_source=None, train_source=None,
+                       max_batches=None):
+    """End of ``keras-csp train``: ``results.csv`` from ``history`` and, with a validation
+    set, the validation pictures of the final model (labels.png from the training labels when
+    the training source lists them). Without matplotlib only the CSV is written (logged).
+    Returns ``{name: path}``."""
+    import logging
+
+    from keras_csp.evaluation.plots import write_results_csv
+
+    paths = {"results.csv": write_results_csv(history, os.path.join(out_dir, "results.csv"))}
+    if model is None or val_dataset is None:
+        return paths
+    labels = labels_from_source(train_source) if train_source is not None else None
+    title = f"labels of {getattr(train_source if labels is not None else val_source, 'name', 'the data')}"
+    try:
+        _, pictures, _ = validation_pictures(model, val_dataset, out_dir, val_source, max_batches=max_batches,
+                                             labels=labels, title=title)
+    except ImportError as err:  # matplotlib is an extra
+        logging.getLogger(__name__).warning("validation pictures not drawn: %s", err)
+        return paths
+    paths.update(pictures)
+    return paths
+
+
 __all__ = [
-    "PICTURES", "Sample", "collect_samples", "labels_from_ground_truth", "labels_from_source", "plot_confidence_curve",
+    "PICTURES", "write_run_pictures", "Sample", "collect_samples", "labels_from_ground_truth", "labels_from_source", "plot_confidence_curve",
     "plot_confusion_matrix", "plot_image_grid", "plot_labels", "plot_pr_curve", "validation_pictures", "write_pictures",
 ]

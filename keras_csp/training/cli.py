@@ -110,7 +110,12 @@ def _evaluate(args):
                                    args.anchors)
     source = resolve_source(args.data, training=False)
     dataset = detection_dataset(source, image_size=info["image_size"], batch_size=args.batch_size, training=False)
-    result = evaluate_detector(detector, dataset, source, max_batches=args.max_batches)
+    if args.out and args.pictures:  # one pass for the numbers and the pictures
+        from keras_csp.evaluation.pictures import validation_pictures
+
+        result, _, _ = validation_pictures(detector, dataset, args.out, source, max_batches=args.max_batches)
+    else:
+        result = evaluate_detector(detector, dataset, source, max_batches=args.max_batches)
     print(result.summary)
     print(result.table())
     if args.out:
@@ -161,6 +166,8 @@ def add_training_parsers(subparsers):
     p.add_argument("--max-batches", type=int, help="evaluate only this many batches")
     p.add_argument("--out", help="write coco_eval.json, per_class_ap.txt (and PR curves) here")
     p.add_argument("--pr-curves", action=argparse.BooleanOptionalAction, default=True, help="write PR-curve PNGs")
+    p.add_argument("--pictures", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --out: confusion matrix, P/R/F1/PR curves, labels.png, val_images.png")
     p.set_defaults(handler=_evaluate)
 
     p = subparsers.add_parser("predict", help="draw a trained detector's boxes on images (PNG)")

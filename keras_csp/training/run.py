@@ -7,7 +7,9 @@ final weights, evaluation, report files. Outputs in ``config.out``:
   ``keras-csp evaluate/predict --run`` need to rebuild the model);
 - ``best.weights.h5`` (best ``val_AP``; best loss without a validation set), ``last.weights.h5``,
   ``final.weights.h5`` (after the last epoch, EMA applied);
-- ``history.json`` / ``history.csv`` / ``curves.png``; ``tensorboard/``;
+- ``history.json`` / ``history.csv`` / ``curves.png``; ``tensorboard/``; ``results.csv`` (one row per
+  epoch) and the validation pictures (``confusion_matrix.png``, ``P/R/F1/PR_curve.png``,
+  ``labels.png``, ``val_images.png``: ``keras_csp.evaluation.pictures``);
 - ``eval/``: ``coco_eval.json``, ``per_class_ap.txt``, PR-curve PNGs;
 - ``backup/``: the resumable state (a restarted run continues from it).
 """
@@ -310,6 +312,10 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
             write_pr_curves(evaluation, os.path.join(out, "eval"))
     run_log = next((c for c in callbacks if type(c).__name__ == "RunLog"), None)
     full_history = run_log.history() if run_log is not None else history
+    if chief:  # results.csv and the validation pictures of the final model (evaluation/pictures.py)
+        from keras_csp.evaluation.pictures import write_run_pictures
+
+        write_run_pictures(out, full_history, model, val_ds, val_source, train_source, config.eval_batches)
     seconds = dict(evaluator.seconds) if evaluator is not None else {}
     return TrainResult(model, full_history, out, evaluation, resolved, info, seconds)
 

@@ -106,9 +106,12 @@ def random_hsv(images, seed, hue=0.015, saturation=0.7, value=0.4):
     return tf.clip_by_value(tf.reshape(out, shape), 0.0, 1.0)
 
 
-def mixup_detection(images, boxes, seed, prob, max_boxes, alpha=32.0):
+def mixup_detection(images, boxes, seed, prob, max_boxes, alpha=32.0, return_cut=False):
     """Blend each image with the next one of the batch with probability ``prob`` (ratio
-    ~ Beta(alpha, alpha), as YOLOv5) and keep the boxes of both (``[B, max_boxes, 5]``)."""
+    ~ Beta(alpha, alpha), as YOLOv5) and keep the boxes of both (``[B, max_boxes, 5]``).
+
+    With ``return_cut`` also returns the boxes per image that did not fit (int32 ``[B]``).
+    """
     s1, s2 = tf.unstack(split_seed(seed, 2))
     b = tf.shape(images)[0]
     mix = tf.random.stateless_uniform([b], s1) < prob
@@ -119,7 +122,8 @@ def mixup_detection(images, boxes, seed, prob, max_boxes, alpha=32.0):
     images = images * r + other * (1.0 - r)
     other_boxes = tf.where(mix[:, None, None], other_boxes, -1.0)
     both = tf.concat([boxes, other_boxes], axis=1)
-    return images, compact(both, valid_mask(both), max_boxes)
+    mixed = compact(both, valid_mask(both), max_boxes, return_cut=return_cut)
+    return (images, *mixed) if return_cut else (images, mixed)
 
 
 # -- classification ---------------------------------------------------------------------------

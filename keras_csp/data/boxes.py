@@ -1,35 +1,67 @@
 """Box tensors of the pipeline as pure functions (shapes and formats in each docstring).
 
 Padded boxes are ``[..., max_boxes, 5]`` = ``[x_min, y_min, x_max, y_max, class]`` with
-padding rows all -1 (class -1 marks padding), the library-wide training contract.
+padding rows all -1 (class -1 marks padding), the library-wide training contract. In
+evaluation batches a class ``<= -2`` marks an ignored region of class ``-2 - value`` (COCO
+``iscrowd``, VOC ``difficult``): no target, but the ground truth built from the stream keeps
+it so that it neither counts as a miss nor makes a detection a false positive.
+
+Rows that do not fit ``max_boxes`` are cut; every function that cuts can return how many
+(``return_cut``), and the pipeline counts them in the source's report.
 """
 
 from keras_csp.backend import tf
 
 
-def pad_boxes(boxes, classes, max_boxes):
-    """``boxes [n, 4]`` + ``classes [n]`` -> ``[max_boxes, 5]``, -1 padded; extra rows cut."""
+def encode_ignored(classes):
+    """Class codes of ignored regions: class ``c`` -> ``-2 - c`` (always <= -2)."""
+    return -2 - classes
+
+
+def decode_ignored(codes):
+    """Inverse of ``encode_ignored``: the class of an ignored region's code."""
+    return -2 - codes
+
+
+def ignored_mask(boxes):
+    """``[..., K, 5]`` -> bool ``[..., K]``: the ignored-region rows."""
+    return boxes[..., 4] <= -2
+
+
+def pad_boxes(boxes, classes, max_boxes, return_cut=False):
+    """``boxes [n, 4]`` + ``classes [n]`` -> ``[max_boxes, 5]``, -1 padded; extra rows cut.
+
+    With ``return_cut`` also returns how many rows were cut (int32 scalar).
+    """
     rows = tf.concat([tf.cast(boxes, tf.float32), tf.cast(classes, tf.float32)[:, None]], axis=-1)
+    cut = tf.maximum(tf.shape(rows)[0] - max_boxes, 0)
     rows = rows[:max_boxes]
-    padded = tf.pad(rows, [[0, max_boxes - tf.shape(rows)[0]], [0, 0]], constant_values=-1.0)
-    return tf.ensure_shape(padded, [max_boxes, 5])
+    padded = tf.ensure_shape(tf.pad(rows, [[0, max_boxes - tf.shape(rows)[0]], [0, 0]], constant_values=-1.0),
+                             [max_boxes, 5])
+    return (padded, cut) if return_cut else padded
 
 
 def valid_mask(boxes):
-    """``[..., K, 5]`` -> bool ``[..., K]``: the rows that are not padding."""
+    """``[..., K, 5]`` -> bool ``[..., K]``: the rows that are targets (not padding, not ignored)."""
     return boxes[..., 4] >= 0
 
 
-def compact(boxes, keep, max_boxes):
+def compact(boxes, keep, max_boxes, return_cut=False):
     """Move the kept rows of ``boxes [B, K, 5]`` first (order kept), set the rest to -1 and
-    return ``[B, max_boxes, 5]`` (truncating or padding)."""
+    return ``[B, max_boxes, 5]`` (truncating or padding).
+
+    With ``return_cut`` also returns the kept rows cut per image (int32 ``[B]``).
+    """
     boxes = tf.where(keep[..., None], boxes, -1.0)
     order = tf.argsort(tf.cast(tf.logical_not(keep), tf.int32), axis=-1, stable=True)
     boxes = tf.gather(boxes, order, batch_dims=1)
     k = tf.shape(boxes)[1]
     boxes = boxes[:, :max_boxes]
     boxes = tf.pad(boxes, [[0, 0], [0, tf.maximum(0, max_boxes - k)], [0, 0]], constant_values=-1.0)
-    return tf.ensure_shape(boxes, [None, max_boxes, 5])
+    boxes = tf.ensure_shape(boxes, [None, max_boxes, 5])
+    if not return_cut:
+        return boxes
+    return boxes, tf.maximum(tf.reduce_sum(tf.cast(keep, tf.int32), axis=-1) - max_boxes, 0)
 
 
 def box_candidates(before, after, min_size=2.0, min_area_ratio=0.1, max_aspect=100.0):

@@ -104,7 +104,7 @@ class CocoSource(FileDetectionSource):
                 raise self._error(text, f"an image needs an integer 'id' and a 'file_name'; found {im!r}", "images", i)
             if im["id"] in images:
                 raise self._error(text, f"duplicate image id {im['id']}", "images", i)
-            images[im["id"]] = (im, [], [])
+            images[im["id"]] = (im, [], [], [], [])  # image, boxes, classes, crowd boxes, crowd classes
         cat_index = {c: i for i, c in enumerate(self.category_ids)}
         for i, ann in enumerate(data["annotations"]):
             if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
@@ -116,16 +116,18 @@ class CocoSource(FileDetectionSource):
             if entry is None:
                 self.report.drop_box("annotation for an unknown image id", self.annotation_file, f"image_id {ann['image_id']}")
                 continue
-            im, boxes, classes = entry
+            im, boxes, classes, crowd, crowd_classes = entry
             file = os.path.join(self.image_dir, im["file_name"])
-            if ann.get("iscrowd", 0) and not self.include_crowd:
-                self.report.note("crowd box left out (iscrowd=1)", file)
-                continue
             x, y, w, h = bbox
+            if ann.get("iscrowd", 0) and not self.include_crowd:  # no target; evaluation ignores it
+                self.report.note("crowd box left out (iscrowd=1)", file)
+                crowd.append([x, y, x + w, y + h])
+                crowd_classes.append(cat_index.get(ann["category_id"], -1))
+                continue
             boxes.append([x, y, x + w, y + h])
             classes.append(cat_index.get(ann["category_id"], -1))
         records = []
-        for image_id, (im, boxes, classes) in images.items():
+        for image_id, (im, boxes, classes, crowd, crowd_classes) in images.items():
             file = os.path.join(self.image_dir, im["file_name"])
             width, height = im.get("width"), im.get("height")
             if not (_number(width) and _number(height) and width > 0 and height > 0):
@@ -133,7 +135,8 @@ class CocoSource(FileDetectionSource):
                 if width is None:  # missing / unreadable: the image check will skip and count it
                     width = height = 1
             box_array, class_array = clean_boxes(boxes, classes, width, height, self.num_classes, self.report, file)
-            records.append(Record(file, image_id, box_array, class_array))
+            ignored = clean_boxes(crowd, crowd_classes, width, height, self.num_classes, self.report, file, ignored=True)
+            records.append(Record(file, image_id, box_array, class_array, *ignored))
         return records
 
 

@@ -130,13 +130,15 @@ def render_mosaic(sources, ax, bx, ay, by, qx, qy, canvas, out_size):
 
 
 def plan_group(images, boxes, valid_hw, seed, out_size, max_boxes, mosaic=1.0, scale=0.5,
-               translate=0.1, aspect=0.0, min_box_size=2.0, min_area_ratio=0.1):
+               translate=0.1, aspect=0.0, min_box_size=2.0, min_area_ratio=0.1, return_cut=False):
     """Draw the augmentation of a group and transform its boxes (vectorised; no pixels).
 
     Arguments as ``compose``. Returns ``(plan, boxes [G, max_boxes, 5])`` where ``plan`` has
     ``src`` ``[G, 4]`` (source index per slot), ``ax``, ``bx``, ``ay``, ``by`` ``[G, 4]``
     (slot maps ``u = a * x + b`` in pixels), ``qx``, ``qy`` ``[G]`` (quadrant split) and
     ``canvas`` ``[G, 4]``; pixels follow with ``render_mosaic`` (or ``_single_pixels``).
+    With ``return_cut`` a third value counts, per output, the surviving boxes that did not
+    fit ``max_boxes`` (int32 ``[G]``; a mosaic holds up to 4x one image's boxes).
     """
     size = images.shape[1]
     if size is None or images.shape[2] != size:
@@ -168,9 +170,9 @@ def plan_group(images, boxes, valid_hw, seed, out_size, max_boxes, mosaic=1.0, s
     keep = (src_boxes[..., 4] >= 0) & box_candidates(before, after, min_box_size, min_area_ratio)
     rows = tf.concat([after / float(out_size), src_boxes[..., 4:]], axis=-1)
     rows = tf.reshape(rows, [g, slots * tf.shape(boxes)[1], 5])
-    out_boxes = compact(rows, tf.reshape(keep, [g, -1]), max_boxes)
+    out_boxes, cut = compact(rows, tf.reshape(keep, [g, -1]), max_boxes, return_cut=True)
     plan = {"src": src, "ax": ax, "bx": bx, "ay": ay, "by": by, "qx": qx, "qy": qy, "canvas": canvas}
-    return plan, out_boxes
+    return (plan, out_boxes, cut) if return_cut else (plan, out_boxes)
 
 
 def single_pixels(images, plan, out_size):

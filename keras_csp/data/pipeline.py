@@ -6,7 +6,12 @@ per group with the boxes (vectorised, ``mosaic.py``) -> pixels per output (paral
 batch -> flip, HSV, mixup (batch-level, vectorised) -> [multi-scale resize] -> prefetch. Every random draw is stateless and comes from ``seed``;
 each epoch draws afresh (``Dataset.random(rerandomize_each_iteration=True)``).
 
-Evaluation: decode -> letterbox -> batch, in order, keeping ``image_id`` and ``image_info``.
+Evaluation: decode -> letterbox -> batch, in order, keeping ``image_id`` and ``image_info``
+(and the ignored regions, crowd / difficult, as class codes <= -2: see ``boxes``).
+
+``max_boxes`` (rows of the padded box tensor) is sized from the data unless given: the
+source's busiest image, x4 with mosaic, x2 with mixup (``auto_max_boxes``). Boxes that still
+do not fit are counted in ``source.report`` (``report.BOXES_CUT``), with one warning.
 """
 
 import dataclasses
@@ -17,7 +22,7 @@ from keras_csp.backend import tf
 from keras_csp.data import augment as aug
 from keras_csp.data.boxes import pad_boxes
 from keras_csp.data.mosaic import plan_group, render_mosaic, single_pixels
-from keras_csp.data.report import LOGGER
+from keras_csp.data.report import BOXES_CUT, GROUND_TRUTH_CUT, LOGGER
 from keras_csp.data.source import ClassificationSource, DetectionSource
 from keras_csp.data.structure import DEFAULT_MAX_BOXES, PAD_VALUE
 
@@ -141,21 +146,61 @@ def _augment_config(augment, mosaic, mixup):
     return dataclasses.replace(config, **changes) if changes else config
 
 
-def prepare_element(element, size, max_boxes):
+AUTO_MAX_BOXES_CAP = 1000
+"""Ceiling of a data-sized ``max_boxes``. The loss compares every prediction with every row
+(a ``[batch, H*W*anchors, max_boxes]`` IoU per scale: 1.1 GB per intermediate at 608 px,
+batch 16 and 1000 rows), so rows cost memory; COCO's busiest image (93 non-crowd boxes)
+x4 (mosaic) x2 (mixup) = 744 fits. Boxes past the cap are counted, never silently lost."""
+
+
+def auto_max_boxes(source, max_boxes=None, mosaic=0.0, mixup=0.0, training=True):
+    """``(rows per image, rows per output)`` of the padded box tensors.
+
+    Unless ``max_boxes`` is given, rows per output = the source's most boxes in one image
+    (``DEFAULT_MAX_BOXES`` when the source cannot tell; evaluation counts its ignored regions
+    too), x4 when mosaics are drawn (``mosaic > 0``: four images in one), x2 with mixup
+    (two in one), rounded up to a multiple of 8, at most ``AUTO_MAX_BOXES_CAP``.
+    """
+    most = source.max_objects(include_ignored=not training)
+    if max_boxes is not None:
+        return (max_boxes if most is None else max(1, min(max_boxes, most))), max_boxes
+    per_image = max(1, DEFAULT_MAX_BOXES if most is None else most)
+    factor = (4 if training and mosaic > 0 else 1) * (2 if training and mixup > 0 else 1)
+    rows = min(AUTO_MAX_BOXES_CAP, -(-per_image * factor // 8) * 8)
+    if per_image * factor > AUTO_MAX_BOXES_CAP:
+        LOGGER.warning("%s: max_boxes capped at %d (the data may need %d = %d per image x %d); boxes past it are "
+                       "counted in the report", source.name, rows, per_image * factor, per_image, factor)
+    return min(per_image, rows), rows
+
+
+def _counted(report, name, cut, warning, value):
+    """``value`` once ``cut`` (summed) is added to ``report``'s in-graph counter ``name``."""
+    if report is None:
+        return value
+    update = report.count_in_graph(name, tf.reduce_sum(cut), warning)
+    with tf.control_dependencies([update]):
+        return tf.nest.map_structure(tf.identity, value)
+
+
+def _cut_warning(max_boxes, where):
+    return (f"boxes cut by max_boxes={max_boxes} in {where}: real objects lost; pass a larger max_boxes "
+            "(or leave it unset to size it from the data)")
+
+
+def prepare_element(element, size, max_boxes, report=None):
     """Training stage 1: resize the longer side to ``size``, pad bottom/right with 114.
 
     Returns ``{"image" [S, S, 3] uint8, "boxes" [M, 5] normalised to the S x S canvas,
     "valid_size" int32 [2]}`` (the fixed-shape form groups are batched and cached in).
+    Boxes past ``max_boxes`` are counted in ``report`` (``report.BOXES_CUT``).
     """
     image, new_hw = aug.resize_long_side(element["image"], size)
     image = tf.pad(image, [[0, size - new_hw[0]], [0, size - new_hw[1]], [0, 0]], constant_values=PAD_VALUE)
     f = tf.cast(new_hw, tf.float32) / size
     boxes = element["boxes"] * tf.stack([f[1], f[0], f[1], f[0]])
-    return {
-        "image": tf.ensure_shape(image, [size, size, 3]),
-        "boxes": pad_boxes(boxes, element["classes"], max_boxes),
-        "valid_size": new_hw,
-    }
+    boxes, cut = pad_boxes(boxes, element["classes"], max_boxes, return_cut=True)
+    out = {"image": tf.ensure_shape(image, [size, size, 3]), "boxes": boxes, "valid_size": new_hw}
+    return _counted(report, BOXES_CUT, cut, _cut_warning(max_boxes, "an image"), out)
 
 
 def _options(deterministic):
@@ -165,7 +210,7 @@ def _options(deterministic):
 
 
 def detection_dataset(source, image_size=416, batch_size=16, augment=True, mosaic=None, training=True,
-                      max_boxes=DEFAULT_MAX_BOXES, seed=None, cache=False, mixup=None, multi_scale=None,
+                      max_boxes=None, seed=None, cache=False, mixup=None, multi_scale=None,
                       multi_scale_every=10, image_dtype="float32", shuffle=None, group_size=16,
                       drop_remainder=None):
     """A batched ``tf.data.Dataset`` for a detector.
@@ -180,7 +225,9 @@ def detection_dataset(source, image_size=416, batch_size=16, augment=True, mosai
         training: True yields ``(images, boxes)``; False yields the evaluation form
             ``(images, {"boxes", "image_id", "image_info"})`` in source order, every image
             kept, no augmentation.
-        max_boxes: rows of the padded box tensor.
+        max_boxes: rows of the padded box tensor; default (None): sized from the data
+            (``auto_max_boxes``: the busiest image, x4 with mosaic, x2 with mixup, capped).
+            Boxes that do not fit are counted in ``source.report`` and warned about once.
         seed: int; fixes shuffling and every augmentation draw (epochs still differ).
         cache: False, True (memory) or a file path: caches decoded, resized images.
         mixup: overrides ``AugmentConfig.mixup`` (probability).
@@ -203,7 +250,8 @@ def detection_dataset(source, image_size=416, batch_size=16, augment=True, mosai
     """
     _check_positive_int("image_size", image_size)
     _check_positive_int("batch_size", batch_size)
-    _check_positive_int("max_boxes", max_boxes)
+    if max_boxes is not None:
+        _check_positive_int("max_boxes", max_boxes)
     _check_positive_int("group_size", group_size)
     _check_positive_int("multi_scale_every", multi_scale_every)
     if image_size % 32:
@@ -221,13 +269,18 @@ def detection_dataset(source, image_size=416, batch_size=16, augment=True, mosai
     def finish(images):
         return images if dtype == tf.float32 else tf.cast(tf.round(images * 255.0), tf.uint8)
 
+    report = source.report
     if not training:
-        ds = source.dataset(shuffle=shuffle, seed=seed)
+        _, max_boxes = auto_max_boxes(source, max_boxes, training=False)
+        extra = {"include_ignored": True} if source.yields_ignored else {}
+        ds = source.dataset(shuffle=shuffle, seed=seed, **extra)
+        warning = _cut_warning(max_boxes, "an evaluation image (its ground truth is incomplete)")
 
         def letterboxed(element):
             image, boxes, info = aug.letterbox(element["image"], element["boxes"], image_size)
-            return {"image": image, "boxes": pad_boxes(boxes, element["classes"], max_boxes),
-                    "image_id": element["image_id"], "image_info": info}
+            boxes, cut = pad_boxes(boxes, element["classes"], max_boxes, return_cut=True)
+            out = {"image": image, "boxes": boxes, "image_id": element["image_id"], "image_info": info}
+            return _counted(report, GROUND_TRUTH_CUT, cut, warning, out)
 
         ds = ds.map(letterboxed, num_parallel_calls=tf.data.AUTOTUNE)
         ds = _cache(ds, cache)
@@ -247,10 +300,11 @@ def detection_dataset(source, image_size=416, batch_size=16, augment=True, mosai
     except TypeError:  # size unknown (some TFDS splits)
         pass
     config = _augment_config(augment, mosaic, mixup)
+    per_image, max_boxes = auto_max_boxes(source, max_boxes, config.mosaic, config.mixup)
     sizes = _multi_scale_sizes(multi_scale)
     compose_size = max([image_size] + (sizes or []))
     ds = source.dataset(shuffle=shuffle and not cache, seed=seed)
-    ds = ds.map(lambda e: prepare_element(e, compose_size, max_boxes), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda e: prepare_element(e, compose_size, per_image, report), num_parallel_calls=tf.data.AUTOTUNE)
     if cache is not False:
         ds = _cache(ds, cache)
         if shuffle:
@@ -262,8 +316,9 @@ def detection_dataset(source, image_size=416, batch_size=16, augment=True, mosai
                    min_box_size=config.min_box_size, min_area_ratio=config.min_area_ratio)
 
     def planned(group, group_seed):
-        plan, boxes = plan_group(group["image"], group["boxes"], group["valid_size"], group_seed, compose_size,
-                                 max_boxes, **options)
+        plan, boxes, cut = plan_group(group["image"], group["boxes"], group["valid_size"], group_seed, compose_size,
+                                      max_boxes, **options, return_cut=True)
+        boxes = _counted(report, BOXES_CUT, cut, _cut_warning(max_boxes, "a composed (mosaic) image"), boxes)
         if config.mosaic > 0:  # pixels per output below, in a parallel map
             plan["sources"] = tf.gather(group["image"], plan.pop("src"))
             return {"plan": plan, "boxes": boxes}
@@ -293,7 +348,8 @@ def detection_dataset(source, image_size=416, batch_size=16, augment=True, mosai
         if config.hsv_h > 0 or config.hsv_s > 0 or config.hsv_v > 0:
             images = aug.random_hsv(images, s_hsv, config.hsv_h, config.hsv_s, config.hsv_v)
         if config.mixup > 0:
-            images, boxes = aug.mixup_detection(images, boxes, s_mix, config.mixup, max_boxes)
+            images, boxes, cut = aug.mixup_detection(images, boxes, s_mix, config.mixup, max_boxes, return_cut=True)
+            boxes = _counted(report, BOXES_CUT, cut, _cut_warning(max_boxes, "a mixup"), boxes)
         return images, boxes
 
     ds = ds.map(batch_augment, num_parallel_calls=tf.data.AUTOTUNE)

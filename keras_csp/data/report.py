@@ -13,6 +13,11 @@ LOGGER = logging.getLogger("keras_csp.data")
 
 MAX_EXAMPLES = 10  # files remembered per reason; counts are always complete
 
+BOXES_CUT = "target boxes cut (more objects in one training image than max_boxes rows)"
+"""In-graph counter: training boxes that did not fit the padded box tensor (never silent)."""
+GROUND_TRUTH_CUT = "ground-truth boxes cut (more objects in one evaluation image than max_boxes rows)"
+"""In-graph counter: evaluation boxes that did not fit (they would be missing from the AP)."""
+
 
 class SkipReport:
     """Counts of skipped images, dropped boxes and converted images, by reason.
@@ -32,6 +37,7 @@ class SkipReport:
         self._examples = collections.defaultdict(list)
         self._logged = False
         self._counters = {}
+        self._warned = set()
 
     # -- recording ------------------------------------------------------------------------
     def _add(self, counter, kind, reason, file, detail, count=1):
@@ -68,6 +74,27 @@ class SkipReport:
                 self._counters[name] = tf.Variable(0, dtype=tf.int64, trainable=False)
         return self._counters[name]
 
+    def count_in_graph(self, name, amount, warning):
+        """Add ``amount`` to the in-graph counter ``name`` and return the update op (make the
+        pipeline's output depend on it). The first positive amount logs ``warning`` once, at
+        WARNING level, from inside the pipeline (a ``tf.py_function`` run only then)."""
+        counter = self.runtime_counter(name)
+        amount = tf.cast(amount, tf.int64)
+        update = counter.assign_add(amount)
+
+        def warn():
+            return tf.py_function(lambda n: self._warn_once(name, warning, int(n)), [amount], tf.bool)
+
+        once = tf.cond(amount > 0, warn, lambda: tf.constant(False))
+        return tf.group(update, once)
+
+    def _warn_once(self, name, warning, amount):
+        if name not in self._warned:
+            self._warned.add(name)
+            LOGGER.warning("%s: %s (%d in the first affected batch; the total is in %s's report)", self.name,
+                           warning, amount, self.name)
+        return True
+
     def runtime_counts(self):
         """Current values of the in-graph counters (``attempted``/``decoded`` are the loader's)."""
         return {k: int(v.numpy()) for k, v in self._counters.items()}
@@ -86,6 +113,12 @@ class SkipReport:
     @property
     def num_dropped_boxes(self):
         return sum(self.dropped_boxes.values())
+
+    @property
+    def num_cut_boxes(self):
+        """Boxes cut so far by ``max_boxes`` (training targets and evaluation ground truth)."""
+        counts = self.runtime_counts()
+        return counts.get(BOXES_CUT, 0) + counts.get(GROUND_TRUTH_CUT, 0)
 
     def as_dict(self):
         """Plain-dict view (counts only), handy for logs and tests."""

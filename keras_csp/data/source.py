@@ -12,6 +12,7 @@ import numpy as np
 
 from keras_csp.backend import tf
 from keras_csp.data import decode
+from keras_csp.data.boxes import encode_ignored
 from keras_csp.data.report import SkipReport
 from keras_csp.data.structure import CLASSIFICATION_SPEC, ELEMENT_SPEC, make_element
 
@@ -23,6 +24,8 @@ class DetectionSource:
     """
 
     element_spec = ELEMENT_SPEC
+    yields_ignored = False
+    """True when ``dataset(include_ignored=True)`` adds the ignored regions (crowd, difficult)."""
 
     def __init__(self, name, class_names, category_ids=None):
         self.name = name
@@ -59,6 +62,15 @@ class DetectionSource:
         """A ``tf.data.Dataset`` of elements (``ELEMENT_SPEC``); ``shuffle`` before decoding."""
         raise NotImplementedError
 
+    def max_objects(self, include_ignored=False):
+        """The most boxes any one image has (targets; with ``include_ignored`` the ignored
+        regions too), or None when the source cannot tell without reading everything."""
+        return None
+
+    def image_ids(self):
+        """The ids of every image the source yields, or None when it cannot tell."""
+        return None
+
     def __len__(self):
         raise NotImplementedError
 
@@ -70,21 +82,34 @@ class DetectionSource:
         return f"{type(self).__name__}({self.name!r}, images={size}, classes={self.num_classes})"
 
 
+def _no_boxes():
+    return np.zeros((0, 4), np.float32)
+
+
+def _no_classes():
+    return np.zeros((0,), np.int32)
+
+
 @dataclasses.dataclass
 class Record:
-    """One image of a file source: path, id, normalised xyxy boxes [n, 4] and classes [n]."""
+    """One image of a file source: path, id, normalised xyxy boxes [n, 4] and classes [n];
+    ``ignored_boxes`` / ``ignored_classes``: regions that are no target but that evaluation
+    must ignore (COCO ``iscrowd``, VOC ``difficult``)."""
 
     path: str
     image_id: int
     boxes: np.ndarray
     classes: np.ndarray
+    ignored_boxes: np.ndarray = dataclasses.field(default_factory=_no_boxes)
+    ignored_classes: np.ndarray = dataclasses.field(default_factory=_no_classes)
 
 
-def clean_boxes(boxes, classes, width, height, num_classes, report, file):
+def clean_boxes(boxes, classes, width, height, num_classes, report, file, ignored=False):
     """Validate pixel xyxy ``boxes`` of one image; return normalised boxes and classes.
 
     Non-finite, zero/negative-size, wholly-outside and unknown-class boxes are dropped and
-    counted in ``report``; boxes partly outside are clipped to the image.
+    counted in ``report``; boxes partly outside are clipped to the image. ``ignored``: these
+    are ignored regions (their drops are counted under reasons starting "ignored region").
     """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     classes = np.asarray(classes, np.int64).reshape(-1)
@@ -94,7 +119,7 @@ def clean_boxes(boxes, classes, width, height, num_classes, report, file):
         mask = mask & keep
         n = int(mask.sum())
         if n:
-            report.drop_box(reason, file, f"{boxes[mask][0].round(2).tolist()}", count=n)
+            report.drop_box(f"ignored region: {reason}" if ignored else reason, file, f"{boxes[mask][0].round(2).tolist()}", count=n)
             keep[mask] = False
 
     drop(~np.isfinite(boxes).all(axis=1), "non-finite box")
@@ -104,7 +129,7 @@ def clean_boxes(boxes, classes, width, height, num_classes, report, file):
     drop(outside, "box outside the image")
     boxes, classes = boxes[keep], classes[keep]
     clipped = np.clip(boxes, 0, [width, height, width, height])
-    if (np.abs(clipped - boxes) > 1e-3 * max(width, height)).any():  # not mere rounding
+    if not ignored and (np.abs(clipped - boxes) > 1e-3 * max(width, height)).any():  # not mere rounding
         report.note("box clipped to the image", file)
     normalised = clipped / np.array([width, height, width, height], np.float64)
     return normalised.astype(np.float32), classes.astype(np.int32)
@@ -137,6 +162,8 @@ def ids_from_names(paths):
 class FileDetectionSource(DetectionSource):
     """A source whose images are files: checks them once, then streams decoded elements."""
 
+    yields_ignored = True
+
     def __init__(self, name, class_names, category_ids=None, verify="header"):
         super().__init__(name, class_names, category_ids)
         self.verify = verify
@@ -159,13 +186,30 @@ class FileDetectionSource(DetectionSource):
     def __len__(self):
         return len(self.records)
 
-    def dataset(self, shuffle=False, seed=None):
+    def max_objects(self, include_ignored=False):
+        counts = [len(r.boxes) + (len(r.ignored_boxes) if include_ignored else 0) for r in self.records]
+        return max(counts, default=0)
+
+    def image_ids(self):
+        return [r.image_id for r in self.records]
+
+    def dataset(self, shuffle=False, seed=None, include_ignored=False):
+        """Elements in record order (``shuffle``: before decoding). ``include_ignored`` appends
+        each image's ignored regions with class codes ``-2 - class`` (``boxes.encode_ignored``),
+        for evaluation: training never sees them."""
         records = self.records
         if not records:
             raise ValueError(f"{self.name}: no usable images.\n{self.report.summary()}")
-        lengths = [len(r.boxes) for r in records]
-        flat_boxes = np.concatenate([r.boxes for r in records] + [np.zeros((0, 4), np.float32)])
-        flat_classes = np.concatenate([r.classes for r in records] + [np.zeros((0,), np.int32)])
+
+        def boxes_of(r):
+            return np.concatenate([r.boxes, r.ignored_boxes]) if include_ignored else r.boxes
+
+        def classes_of(r):
+            return np.concatenate([r.classes, encode_ignored(r.ignored_classes)]) if include_ignored else r.classes
+
+        lengths = [len(boxes_of(r)) for r in records]
+        flat_boxes = np.concatenate([boxes_of(r) for r in records] + [np.zeros((0, 4), np.float32)])
+        flat_classes = np.concatenate([classes_of(r) for r in records] + [np.zeros((0,), np.int32)])
         table = (
             tf.constant([r.path for r in records], tf.string, shape=[len(records)]),
             tf.constant([r.image_id for r in records], tf.int64, shape=[len(records)]),

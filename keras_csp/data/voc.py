@@ -2,7 +2,7 @@
 
 VOC boxes are 1-based inclusive pixel indices; ``xmin`` ``xmax`` become the continuous
 edges ``xmin - 1`` and ``xmax``. ``difficult`` objects are left out unless asked for (VOC
-evaluation ignores them).
+evaluation ignores them); they stay as ignored regions for evaluation (``Record.ignored_boxes``).
 """
 
 import os
@@ -129,14 +129,18 @@ class VocSource(FileDetectionSource):
                 width, height = _size_from_file(image_path)
                 if width is None:
                     width = height = 1
-            boxes, classes = [], []
+            boxes, classes, ignored, ignored_classes = [], [], [], []
             for obj in ann["objects"]:
-                if obj["difficult"] and not include_difficult:
-                    self.report.note("difficult object left out", xml_path)
-                    continue
                 xmin, ymin, xmax, ymax = obj["box"]
+                if obj["difficult"] and not include_difficult:  # no target; evaluation ignores it
+                    self.report.note("difficult object left out", xml_path)
+                    ignored.append([xmin - 1, ymin - 1, xmax, ymax])
+                    ignored_classes.append(index.get(obj["name"], -1))
+                    continue
                 boxes.append([xmin - 1, ymin - 1, xmax, ymax])
                 classes.append(index.get(obj["name"], -1))
             box_array, class_array = clean_boxes(boxes, classes, width, height, self.num_classes, self.report, xml_path)
-            records.append(Record(image_path, image_id, box_array, class_array))
+            ignored = clean_boxes(ignored, ignored_classes, width, height, self.num_classes, self.report, xml_path,
+                                  ignored=True)
+            records.append(Record(image_path, image_id, box_array, class_array, *ignored))
         self._add_records(records)

@@ -7,7 +7,7 @@ See :func:`load`, :func:`build_model`, :func:`parse_cfg`, :func:`infer_network`,
 conv blocks follow :func:`keras_csp.layers.conv_bn_act`'s naming).
 """
 
-from keras_csp.darknet.api import load, load_detector, save_weights
+from keras_csp.darknet.api import cfg_nms, head_specs, load, load_detector, save_weights
 from keras_csp.darknet.builder import block_name, build_model, default_outputs
 from keras_csp.darknet.cfg import Cfg, CfgError, Section, parse_cfg, parse_cfg_text
 from keras_csp.darknet.spec import Network, infer_network
@@ -24,6 +24,8 @@ load_darknet_weights = load_conv_weights
 
 __all__ = [
     "Cfg",
+    "cfg_nms",
+    "head_specs",
     "load_detector",
     "CfgError",
     "DarknetWeights",

@@ -1,6 +1,9 @@
 """``load(cfg, weights)``: a Darknet cfg and its .weights as a Keras model, and the reverse."""
 
+import warnings
+
 from keras_csp.darknet.builder import build_graph, model_from_graph, output_indices
+from keras_csp.darknet.cfg import CfgError
 from keras_csp.darknet.spec import Network, infer_network
 from keras_csp.darknet.weights import (
     DarknetWeights,
@@ -73,24 +76,61 @@ def save_weights(model, cfg, path, header=None, input_size=None):
     return out
 
 
+def head_specs(cfg, input_size=None):
+    """The ``HeadSpec`` of each ``[yolo]`` layer of ``cfg``, largest map first (the order of
+    :func:`load`'s outputs): anchors of the mask, the section's whole anchor list as the
+    matching pool (``matching_anchors`` / ``anchor_indices``), the loss and NMS options.
+    A CfgError names the cfg file, line and option a detector cannot honour."""
+    network = _network(cfg, input_size)
+    if not network.yolo_layers:
+        raise ValueError(
+            f"{network.path} has no [yolo] layer: it is not a detector; use keras_csp.darknet.load()."
+        )
+    return network.head_specs()
+
+
+def cfg_nms(cfg, nms=None, input_size=None):
+    """The ``NMSConfig`` Darknet uses for ``cfg``: the ``nms_kind`` / ``beta_nms`` of its last
+    ``[yolo]`` layer (Darknet reads the network's last layer), on top of which a dict ``nms``
+    sets other fields; an ``NMSConfig`` ``nms`` is used as it is. Warns when the sections
+    disagree (Darknet silently takes the last)."""
+    from keras_csp.detectors.nms import darknet_nms
+
+    network = _network(cfg, input_size)
+    layers = network.yolo_layers
+    if not layers:
+        raise ValueError(f"{network.path} has no [yolo] layer: it has no NMS settings.")
+    last = layers[-1]
+    kinds = {(spec.nms_kind, spec.beta_nms) for spec in layers}
+    if len(kinds) > 1:
+        warnings.warn(
+            f"{network.path}: the [yolo] layers disagree on nms_kind/beta_nms "
+            f"({sorted(kinds)}); Darknet uses the last one's, {last.where()}: "
+            f"nms_kind={last.nms_kind}, beta_nms={last.beta_nms}",
+            stacklevel=2,
+        )
+    try:
+        return darknet_nms(last.nms_kind, last.beta_nms, nms)
+    except ValueError as err:
+        key = "nms_kind" if "nms_kind" in str(err) else None
+        raise CfgError(f"layer {last.index} [yolo]: {err}", last.path,
+                       last.option_lines.get(key, last.line), key) from None
+
+
 def load_detector(cfg, weights=None, input_size=None, allow_extra=False, nms=None, name=None):
     """A Darknet detector cfg (and optional ``.weights``) as a trainable keras_csp ``Detector``.
 
     The network is :func:`load`'s (outputs: the inputs of the ``[yolo]`` layers, largest map
-    first) and each ``[yolo]`` section becomes the ``HeadSpec`` of its output (anchors, mask,
+    first) and each ``[yolo]`` section becomes the ``HeadSpec`` of its output
+    (:func:`head_specs`: anchors, mask, the whole anchor list as Darknet's matching pool,
     classes, scale_x_y, new_coords and the loss options), so ``compile`` / ``fit`` /
-    ``predict`` work as for the named detectors.
+    ``predict`` work as for the named detectors and train as Darknet does. ``predict``'s
+    NMS is the cfg's ``nms_kind`` / ``beta_nms`` (:func:`cfg_nms`; ``nms`` as there).
     """
     from keras_csp.detectors.detector import Detector
-    from keras_csp.ops.head_spec import HeadSpec
 
     network = _network(cfg, input_size)
-    if not network.yolo_layers:
-        raise ValueError(f"{network.path} has no [yolo] layer: it is not a detector; use keras_csp.darknet.load().")
-    model = load(cfg, weights, input_size=input_size, allow_extra=allow_extra, name=name)
-    by_index = {spec.index: spec for spec in network.yolo_layers}
-    heads = [
-        HeadSpec.from_darknet(by_index[head["layer"]].options, head["stride"])
-        for head in network.heads()
-    ]
-    return Detector(model, heads, nms=nms, name=name or f"{model.name}_detector")
+    heads = head_specs(network)  # every [yolo] option checked before any Keras layer exists
+    nms_config = cfg_nms(network, nms)
+    model = load(network, weights, allow_extra=allow_extra, name=name)
+    return Detector(model, heads, nms=nms_config, name=name or f"{model.name}_detector")

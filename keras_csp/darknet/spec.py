@@ -7,9 +7,11 @@ Keras builder and the weights reader need is decided here, before any Keras laye
 so a bad cfg fails fast with an error naming its file and line.
 """
 
+import re
+import warnings
 from dataclasses import dataclass, field
 
-from keras_csp.darknet.cfg import CfgError, parse_cfg
+from keras_csp.darknet.cfg import CfgError, Section, parse_cfg
 from keras_csp.layers.activations import ACTIVATIONS
 
 # [net] options: geometry is used; the rest are training settings kept as raw strings.
@@ -40,15 +42,44 @@ UNSUPPORTED_IF_SET = {
     "scale_channels": ("scale_wh",),
     "reorg": ("reverse",),
 }
-# [yolo] options that only matter to Darknet's loss / data loading, plus ``uc_normalizer``
-# and ``beta1`` that Darknet's own cfgs put in [yolo] although its [yolo] never reads them.
-YOLO_TRAINING_ONLY = ("jitter", "random", "resize", "truth_thresh", "max", "max_delta",
-                      "focal_loss", "counters_per_class", "map", "objectness_smooth",
+# [yolo] options that only matter to Darknet's data loading (or to its gradient clipping,
+# ``max_delta``, and its box tracker), plus ``uc_normalizer`` and ``beta1`` that Darknet's own
+# cfgs put in [yolo] although its [yolo] never reads them.
+YOLO_TRAINING_ONLY = ("jitter", "random", "resize", "max", "max_delta", "map",
                       "track_history_size", "sim_thresh", "dets_for_track", "dets_for_show",
                       "track_ciou_norm", "embedding_layer", "show_details", "uc_normalizer",
                       "beta1")
+# [yolo] options that change Darknet's training in ways keras_csp's YOLO loss does not
+# reproduce, with their no-op values (None: any value changes training). ``darknet.load``
+# builds such cfgs (the network does not depend on them); ``load_detector`` refuses them.
+YOLO_LOSS_UNSUPPORTED = {
+    "truth_thresh": 1.0,
+    "objectness_smooth": 0,
+    "focal_loss": 0,
+    "iou_thresh_kind": "iou",
+    "counters_per_class": None,
+}
 IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
+IOU_THRESH_KINDS = ("iou", "giou", "diou", "ciou")
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
+# HeadSpec field -> the [yolo] option it is read from (for errors that name the option).
+HEAD_OPTIONS = {
+    "num_classes": "classes",
+    "anchors": "mask",
+    "matching_anchors": "anchors",
+    "anchor_indices": "mask",
+    "scale_x_y": "scale_x_y",
+    "new_coords": "new_coords",
+    "iou_loss": "iou_loss",
+    "iou_normalizer": "iou_normalizer",
+    "obj_normalizer": "obj_normalizer",
+    "cls_normalizer": "cls_normalizer",
+    "ignore_thresh": "ignore_thresh",
+    "iou_thresh": "iou_thresh",
+    "label_smoothing": "label_smooth_eps",
+    "nms_kind": "nms_kind",
+    "beta_nms": "beta_nms",
+}
 
 
 @dataclass
@@ -188,6 +219,13 @@ class CostSpec(LayerSpec):
 
 @dataclass
 class YoloSpec(LayerSpec):
+    """A ``[yolo]`` layer: what :func:`parse_yolo_options` read, with Darknet's defaults.
+
+    ``anchors`` holds all ``num`` anchors (the matching pool), ``mask`` this layer's.
+    ``unsupported`` lists the ``(option, value)`` pairs of :data:`YOLO_LOSS_UNSUPPORTED`
+    that are set to a value that changes training.
+    """
+
     classes: int = 20
     num: int = 1
     mask: tuple = ()
@@ -203,15 +241,32 @@ class YoloSpec(LayerSpec):
     label_smoothing: float = 0.0
     nms_kind: str = "default"
     beta_nms: float = 0.6
+    unsupported: tuple = ()
     options: dict = field(default_factory=dict)  # the raw [yolo] options, as written
+    option_lines: dict = field(default_factory=dict)  # option -> line in the cfg
+
+    def stride(self, net_height, net_width):
+        """The integer stride of this layer's grid, or a CfgError if the input is not a
+        multiple of the grid (the loss and the decoding need ``input = grid * stride``)."""
+        grid_h, grid_w = self.input_shape[0], self.input_shape[1]
+        if net_height % grid_h or net_width % grid_w or net_height // grid_h != net_width // grid_w:
+            raise self.error(
+                f"its {grid_h}x{grid_w} grid does not divide the {net_height}x{net_width} input "
+                "into square cells of one integer stride; choose an input size that is a "
+                f"multiple of the network's stride ({max(1, net_height // grid_h)})"
+            )
+        return net_height // grid_h
 
     def head_spec(self, net_height, net_width):
-        """This [yolo] layer as the library's head spec (see the data contract)."""
+        """This [yolo] layer as a dict (see the data contract); :meth:`to_head_spec` for the
+        ``HeadSpec`` the detectors use."""
         grid_h, grid_w = self.input_shape[0], self.input_shape[1]
         return {
             "stride": net_height // grid_h if grid_h else None,
             "stride_xy": (net_width / grid_w, net_height / grid_h),
             "anchors": [tuple(self.anchors[m]) for m in self.mask],
+            "matching_anchors": [tuple(a) for a in self.anchors],
+            "anchor_indices": list(self.mask),
             "num_classes": self.classes,
             "scale_x_y": self.scale_x_y,
             "new_coords": bool(self.new_coords),
@@ -226,6 +281,49 @@ class YoloSpec(LayerSpec):
             "beta_nms": self.beta_nms,
             "layer": self.index,
         }
+
+    def to_head_spec(self, stride):
+        """The ``HeadSpec`` of this layer at ``stride`` (an int), or a CfgError naming the
+        option (and its line) that the detectors cannot honour."""
+        from keras_csp.ops.head_spec import HeadSpec
+
+        for key, value in self.unsupported:
+            raise self._option_error(
+                key,
+                f"option {key}={self.options[key]} changes Darknet's training in a way "
+                "keras_csp's YOLO loss does not reproduce (see docs/loss.md); remove it, or "
+                "use keras_csp.darknet.load() to build the network without the loss",
+            )
+        fields = {
+            "stride": stride,
+            "anchors": [self.anchors[m] for m in self.mask],
+            "matching_anchors": self.anchors,
+            "anchor_indices": self.mask,
+            "num_classes": self.classes,
+            "scale_x_y": self.scale_x_y,
+            "new_coords": bool(self.new_coords),
+            "iou_loss": self.iou_loss,
+            "iou_normalizer": self.iou_normalizer,
+            "obj_normalizer": self.obj_normalizer,
+            "cls_normalizer": self.cls_normalizer,
+            "ignore_thresh": self.ignore_thresh,
+            "iou_thresh": self.iou_thresh,
+            "label_smoothing": self.label_smoothing,
+            "nms_kind": self.nms_kind,
+            "beta_nms": self.beta_nms,
+        }
+        try:
+            return HeadSpec(**fields)
+        except ValueError as err:
+            match = re.search(r"HeadSpec `(\w+)`", str(err))
+            key = HEAD_OPTIONS.get(match.group(1)) if match else None
+            value = f"={self.options[key]}" if key in self.options else " (Darknet's default)"
+            raise self._option_error(key, f"option {key}{value}: {err}") from None
+
+    def _option_error(self, key, message):
+        line = self.option_lines.get(key, self.line)
+        where = "[yolo]" if self.line is None else f"layer {self.index} [{self.type}]"
+        return CfgError(f"{where}: {message}", self.path, line, key)
 
 
 @dataclass
@@ -252,6 +350,18 @@ class Network:
         """Head specs of the [yolo] layers, from the largest map (stride 8) to the smallest."""
         heads = [spec.head_spec(self.height, self.width) for spec in self.yolo_layers]
         return sorted(heads, key=lambda head: (head["stride_xy"][1], head["layer"]))
+
+    def ordered_yolo_layers(self):
+        """The [yolo] layers in the order of a detector's outputs: largest map first."""
+        return sorted(self.yolo_layers, key=lambda spec: (-spec.input_shape[0], spec.index))
+
+    def head_specs(self):
+        """One ``HeadSpec`` per [yolo] layer, largest map first (the order of ``load``'s
+        outputs); a CfgError names the option a detector cannot honour."""
+        return tuple(
+            spec.to_head_spec(spec.stride(self.height, self.width))
+            for spec in self.ordered_yolo_layers()
+        )
 
     @property
     def kernel_weights(self):
@@ -602,37 +712,57 @@ def _cost(section, base, layers):
     return CostSpec(**base, output_shape=base["input_shape"])
 
 
-def _yolo(section, base, layers):
+def parse_yolo_options(section):
+    """Read every option of a ``[yolo]`` section, with Darknet's defaults: the one place
+    where [yolo] options become typed values (``HeadSpec`` fields and ``unsupported``).
+
+    As in Darknet's parse_yolo, ``num`` anchors are read from ``anchors`` (extra values are
+    ignored, missing ones are 0.5 px; both warn) and ``mask`` defaults to ``range(num)``.
+    """
     classes = section.get_int("classes", 20)
     total = _positive(section, "num", section.get_int("num", 1))
     mask = section.get_list("mask", int, default=list(range(total)))
     anchors = section.get_list("anchors", float, default=[])
     if len(anchors) % 2:
         raise section.error(f"anchors has {len(anchors)} values; expected (w, h) pairs", "anchors")
-    pairs = [tuple(anchors[i:i + 2]) for i in range(0, len(anchors), 2)][:total]
-    for m in mask:
-        if not 0 <= m < len(pairs):
-            raise section.error(
-                f"mask index {m} has no anchor (anchors has {len(pairs)} pairs, num={total})",
-                "mask",
-            )
-    h, w, c = base["input_shape"]
-    expected = len(mask) * (classes + 5)
-    if c != expected:
-        raise section.error(
-            f"its input has {c} channels but mask has {len(mask)} anchors and classes={classes}, "
-            f"so the preceding layer must output {len(mask)}*({classes}+5) = {expected} channels "
-            "(filters= of the [convolutional] before it)"
+    pairs = [tuple(anchors[i:i + 2]) for i in range(0, len(anchors), 2)]
+    if len(pairs) != total:
+        what = (f"uses the first {total}" if len(pairs) > total
+                else f"sets the other {total - len(pairs)} to 0.5 x 0.5 pixels")
+        warnings.warn(
+            f"{section.where('anchors' if 'anchors' in section.options else 'num')}: [yolo] "
+            f"anchors has {len(pairs)} pairs but num={total}; Darknet {what}, and so does keras_csp",
+            stacklevel=3,
         )
+        pairs = (pairs + [(0.5, 0.5)] * total)[:total]
+    for m in mask:
+        if not 0 <= m < total:
+            raise section.error(f"mask index {m} has no anchor (num={total} anchors)", "mask")
+    if len(set(mask)) != len(mask):
+        raise section.error(f"mask {mask} repeats an anchor", "mask")
     iou_loss = section.get_str("iou_loss", "mse")
     if iou_loss not in IOU_LOSSES:
         raise section.error(f"iou_loss={iou_loss!r}; expected one of {IOU_LOSSES}", "iou_loss")
     nms_kind = section.get_str("nms_kind", "default")
     if nms_kind not in NMS_KINDS:
         raise section.error(f"nms_kind={nms_kind!r}; expected one of {NMS_KINDS}", "nms_kind")
-    spec = YoloSpec(
-        **base,
-        output_shape=base["input_shape"],
+    thresh_kind = section.get_str("iou_thresh_kind", "iou")
+    if thresh_kind not in IOU_THRESH_KINDS:
+        raise section.error(
+            f"iou_thresh_kind={thresh_kind!r}; expected one of {IOU_THRESH_KINDS}", "iou_thresh_kind"
+        )
+    read = {
+        "truth_thresh": section.get_float("truth_thresh", 1.0),
+        "objectness_smooth": section.get_int("objectness_smooth", 0),
+        "focal_loss": section.get_int("focal_loss", 0),
+        "iou_thresh_kind": thresh_kind,
+        "counters_per_class": section.get_str("counters_per_class"),
+    }
+    unsupported = tuple(
+        (key, read[key]) for key, neutral in YOLO_LOSS_UNSUPPORTED.items()
+        if key in section.options and (neutral is None or read[key] != neutral)
+    )
+    fields = dict(
         classes=classes,
         num=total,
         mask=tuple(mask),
@@ -648,10 +778,39 @@ def _yolo(section, base, layers):
         label_smoothing=section.get_float("label_smooth_eps", 0.0),
         nms_kind=nms_kind,
         beta_nms=section.get_float("beta_nms", 0.6),
+        unsupported=unsupported,
         options=dict(section.options),
+        option_lines=dict(section.option_lines),
     )
     section.ignore(*YOLO_TRAINING_ONLY)
-    return spec
+    return fields
+
+
+def _yolo(section, base, layers):
+    fields = parse_yolo_options(section)
+    h, w, c = base["input_shape"]
+    count, classes = len(fields["mask"]), fields["classes"]
+    expected = count * (classes + 5)
+    if c != expected:
+        raise section.error(
+            f"its input has {c} channels but mask has {count} anchors and classes={classes}, "
+            f"so the preceding layer must output {count}*({classes}+5) = {expected} channels "
+            "(filters= of the [convolutional] before it)"
+        )
+    return YoloSpec(**base, output_shape=base["input_shape"], **fields)
+
+
+def yolo_head_spec(options, stride, path="<[yolo] options>"):
+    """The ``HeadSpec`` of one ``[yolo]`` section given as a dict of option strings (as
+    ``HeadSpec.from_darknet``): the same parser and checks as a cfg file's [yolo]."""
+    section = Section(type="yolo", line=None, path=path, header="yolo")
+    for key, value in options.items():
+        section.options[str(key)] = "".join(str(value).split())
+    fields = parse_yolo_options(section)
+    section.ignore(*TRAINING_ONLY)
+    section.check_all_used()
+    base = dict(index=0, type="yolo", line=None, path=path, input_shape=(1, 1, 0))
+    return YoloSpec(**base, **fields).to_head_spec(stride)
 
 
 _INFER = {

@@ -83,6 +83,32 @@ class NMSConfig:
         raise TypeError(f"Expected an NMSConfig or a dict; received {type(value).__name__}.")
 
 
+# Darknet's [yolo] ``nms_kind`` -> NMSConfig.method (Darknet's test/map tools use IoU 0.45).
+DARKNET_NMS_KINDS = {"default": "greedy", "greedynms": "greedy", "diounms": "diou"}
+
+
+def darknet_nms(nms_kind="default", beta_nms=0.6, nms=None):
+    """The NMSConfig a Darknet ``[yolo]`` section asks for: IoU NMS for ``default`` /
+    ``greedynms``, DIoU NMS with exponent ``beta_nms`` for ``diounms``.
+
+    ``nms``: None (the section's settings, other fields NMSConfig's defaults), a dict of
+    fields applied on top of them, or an ``NMSConfig`` used as it is.
+    """
+    if isinstance(nms, NMSConfig):
+        return nms
+    if nms_kind not in DARKNET_NMS_KINDS:
+        raise ValueError(
+            f"nms_kind={nms_kind!r} is not implemented by keras_csp's NMS; expected one of "
+            f"{sorted(DARKNET_NMS_KINDS)}."
+        )
+    config = {"method": DARKNET_NMS_KINDS[nms_kind], "beta": float(beta_nms)}
+    if nms is not None:
+        if not isinstance(nms, dict):
+            raise TypeError(f"`nms` must be None, a dict or an NMSConfig; received {type(nms).__name__}.")
+        config.update(nms)
+    return NMSConfig.coerce(config)
+
+
 def pairwise_overlap(boxes, method="greedy", beta=0.6):
     """``[..., K, K]`` IoU (``"greedy"``) or Darknet DIoU-NMS score of xyxy ``boxes [..., K, 4]``."""
     a = boxes[..., :, None, :]
@@ -203,4 +229,4 @@ def non_max_suppression(boxes, scores, config=None, **overrides):
     }
 
 
-__all__ = ["METHODS", "NMSConfig", "non_max_suppression", "pairwise_overlap"]
+__all__ = ["METHODS", "NMSConfig", "darknet_nms", "non_max_suppression", "pairwise_overlap"]

@@ -47,7 +47,9 @@ class YOLOTask(keras.Model):
         of ``heads`` (a single output is accepted for a one-scale detector).
       heads: one ``HeadSpec`` (or its config dict) per output: stride, anchors in input
         pixels, classes, ``scale_x_y``, ``new_coords`` and the loss options.
-      matching_anchors: optional anchor pool for best-anchor matching (see ``YoloLoss``).
+      matching_anchors: optional anchor pool for best-anchor matching (see ``YoloLoss``);
+        heads that carry their own pool (``HeadSpec.matching_anchors``, from a Darknet cfg)
+        use that one.
       **kwargs: ``keras.Model`` arguments (``name``, ...).
 
     ``compile(optimizer, loss=None)``: ``loss`` may be ``None`` (each head's own options), a

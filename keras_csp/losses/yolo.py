@@ -11,9 +11,13 @@ ranks (no Python loops over data, no ``tf.py_function``), so it runs under ``jit
 Formulation, per scale, for image ``b``; docs/loss.md has the full text and the Darknet
 mapping:
 
-- assignment: every valid ground truth picks the anchor of best shape IoU (centres aligned)
-  among all anchors of all scales; the scale owning it makes the cell containing the box
-  centre, with that anchor, a positive. Every other anchor of the scale whose shape IoU
+- assignment (Darknet's forward_yolo_layer): for each scale, every valid ground truth picks
+  the anchor of best shape IoU (centres aligned, first one on ties) among the scale's
+  matching pool (a Darknet cfg's whole ``anchors=`` list; by default all anchors of all
+  scales); if that anchor is one of the scale's own, the cell containing the box centre,
+  with that anchor, is a positive. So a box whose best anchor two masks share (yolov4-tiny's
+  anchor 3) is a positive in both scales, and one whose best anchor no mask holds (its
+  anchor 0) in none. Every other anchor of the scale whose shape IoU
   exceeds ``iou_thresh`` is a positive too (the reference repo's "IoU threshold"). When two
   boxes claim the same cell and anchor, the one listed last gives the box target and the
   class targets are the union (Darknet overwrites and ORs likewise);
@@ -52,6 +56,15 @@ def _bce(labels, logits):
     return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
+def _first_max(values):
+    """Index of the first maximum along the last axis (Darknet's strict ``>`` keeps the
+    lowest anchor index on ties; ``tf.argmax`` does not promise which tie it returns)."""
+    count = tf.shape(values)[-1]
+    top = tf.reduce_max(values, axis=-1, keepdims=True)
+    positions = tf.broadcast_to(tf.range(count), tf.shape(values))
+    return tf.reduce_min(tf.where(values >= top, positions, count), axis=-1)
+
+
 def _binary_entropy(p):
     """``BCE(p, p)``: subtracted so that a perfect prediction costs exactly 0."""
     return -(tf.math.xlogy(p, p) + tf.math.xlogy(1.0 - p, 1.0 - p))
@@ -64,7 +77,9 @@ class YoloLoss:
       heads: ``HeadSpec`` objects (or their config dicts), in the order of the outputs.
       matching_anchors: the pool of ``(w, h)`` pixel anchors a ground truth picks its best
         anchor from, as Darknet's ``anchors=`` line; by default all heads' anchors in order.
-        Needed only when some anchors belong to no head (yolov3-tiny's mask skips anchor 0).
+        Needed only when some anchors belong to no head (yolov3-tiny's mask skips anchor 0)
+        or to two. A head with its own pool (``HeadSpec.matching_anchors``, as a cfg's
+        [yolo] gives) uses that one.
       name: a name for the graph scope.
 
     Calling it returns the scalar loss; ``per_image`` returns the ``box``, ``obj``, ``cls``
@@ -81,28 +96,40 @@ class YoloLoss:
         self.heads = heads
         self.num_classes = heads[0].num_classes
         self.name = name
-        if matching_anchors is None:
-            pool = all_anchors(heads)
-            self._pool_index = []
-            start = 0
-            for head in heads:
-                self._pool_index.append(list(range(start, start + head.num_anchors)))
-                start += head.num_anchors
-            self.matching_anchors = None
-        else:
-            pool = tuple((float(w), float(h)) for w, h in matching_anchors)
-            self._pool_index = []
-            for s, head in enumerate(heads):
-                indices = []
-                for anchor in head.anchors:
-                    if anchor not in pool:
-                        raise ValueError(
-                            f"Head {s} anchor {anchor} is not in `matching_anchors` {list(pool)}."
-                        )
-                    indices.append(pool.index(anchor))
-                self._pool_index.append(indices)
-            self.matching_anchors = pool
-        self._pool = pool
+        self.matching_anchors = (
+            None if matching_anchors is None
+            else tuple((float(w), float(h)) for w, h in matching_anchors)
+        )
+        # Per head: which pool its truths pick their best anchor from, and where its anchors
+        # sit in that pool (Darknet's mask). Heads sharing a pool share one best-anchor search.
+        self._pools, self._pool_of_head, self._pool_index = [], [], []
+        for s, head in enumerate(heads):
+            pool, indices = self._head_pool(s, head, heads)
+            if pool not in self._pools:
+                self._pools.append(pool)
+            self._pool_of_head.append(self._pools.index(pool))
+            self._pool_index.append(indices)
+
+    def _head_pool(self, s, head, heads):
+        if head.matching_anchors is not None:
+            if self.matching_anchors is not None and self.matching_anchors != head.matching_anchors:
+                raise ValueError(
+                    f"Head {s} has its own matching pool {list(head.matching_anchors)}, which "
+                    f"differs from `matching_anchors` {list(self.matching_anchors)}; give one."
+                )
+            return head.matching_anchors, list(head.anchor_indices)
+        if self.matching_anchors is not None:
+            pool = self.matching_anchors
+            indices = []
+            for anchor in head.anchors:
+                if anchor not in pool:
+                    raise ValueError(
+                        f"Head {s} anchor {anchor} is not in `matching_anchors` {list(pool)}."
+                    )
+                indices.append(pool.index(anchor))
+            return pool, indices
+        start = sum(h.num_anchors for h in heads[:s])
+        return all_anchors(heads), list(range(start, start + head.num_anchors))
 
     # ------------------------------------------------------------------ config
     def get_config(self):
@@ -160,10 +187,14 @@ class YoloLoss:
         size = tf.stack([x2 - x1, y2 - y1], axis=-1)
         in_h, in_w = input_hw
         size_px = size * tf.cast(tf.stack([in_w, in_h]), tf.float32)
-        pool = tf.constant(self._pool, tf.float32)  # [K, 2]
-        inter = tf.reduce_prod(tf.minimum(size_px[..., None, :], pool), axis=-1)
-        union = tf.reduce_prod(size_px, -1)[..., None] + tf.reduce_prod(pool, -1) - inter
-        shape_iou = inter / tf.maximum(union, box_ops.EPSILON)  # [B, M, K]
+        shape_iou, best = [], []
+        for pool in self._pools:
+            pool = tf.constant(pool, tf.float32)  # [K, 2]
+            inter = tf.reduce_prod(tf.minimum(size_px[..., None, :], pool), axis=-1)
+            union = tf.reduce_prod(size_px, -1)[..., None] + tf.reduce_prod(pool, -1) - inter
+            iou = inter / tf.maximum(union, box_ops.EPSILON)  # [B, M, K]
+            shape_iou.append(iou)
+            best.append(_first_max(iou))
         return {
             "boxes": y_true[..., :4],
             "class": tf.cast(tf.where(valid, cls, 0.0), tf.int32),
@@ -171,16 +202,19 @@ class YoloLoss:
             "centre": centre,
             "size": size,
             "shape_iou": shape_iou,
-            "best": tf.argmax(shape_iou, axis=-1, output_type=tf.int32),
+            "best": best,
         }
 
     def _assign_scale(self, gt, s, height, width):
         """Positives of scale ``s`` on an ``height x width`` grid: winner gt index and class targets."""
         head = self.heads[s]
         num_anchors = head.num_anchors
-        pool_index = tf.constant(self._pool_index[s], tf.int32)  # [A]
-        is_best = tf.equal(gt["best"][..., None], pool_index)  # [B, M, A]
-        over = tf.gather(gt["shape_iou"], pool_index, axis=-1) > head.iou_thresh
+        p = self._pool_of_head[s]
+        pool_index = tf.constant(self._pool_index[s], tf.int32)  # [A]: Darknet's mask
+        # Darknet's forward_yolo_layer: the best of all the pool's anchors is a positive here
+        # when this head owns it; any of this head's anchors above iou_thresh is one too.
+        is_best = tf.equal(gt["best"][p][..., None], pool_index)  # [B, M, A]
+        over = tf.gather(gt["shape_iou"][p], pool_index, axis=-1) > head.iou_thresh
         assigned = gt["valid"][..., None] & (is_best | over)
 
         grid = tf.cast(tf.stack([width, height]), tf.float32)

@@ -11,28 +11,9 @@ import dataclasses
 import numbers
 
 BOX_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
-
-# [yolo] keys we read; their HeadSpec field names.
-_DARKNET_KEYS = {
-    "classes": "num_classes",
-    "scale_x_y": "scale_x_y",
-    "new_coords": "new_coords",
-    "iou_loss": "iou_loss",
-    "iou_normalizer": "iou_normalizer",
-    "obj_normalizer": "obj_normalizer",
-    "cls_normalizer": "cls_normalizer",
-    "ignore_thresh": "ignore_thresh",
-    "iou_thresh": "iou_thresh",
-    "label_smooth_eps": "label_smoothing",
-}
-# [yolo] keys that change training in ways this loss does not reproduce, with their no-op values.
-_DARKNET_UNSUPPORTED = {
-    "truth_thresh": 1.0,
-    "objectness_smooth": 0.0,
-    "focal_loss": 0.0,
-    "iou_thresh_kind": "iou",
-    "counters_per_class": None,
-}
+# Darknet's ``nms_kind`` values that keras_csp's NMS reproduces ("default" and "greedynms"
+# are IoU NMS, "diounms" is DIoU NMS with ``beta_nms``; "cornersnms" is not implemented).
+NMS_KINDS = ("default", "greedynms", "diounms")
 
 
 def _fail(field, expected, received):
@@ -53,6 +34,13 @@ class HeadSpec:
     with any ground truth exceeds it are not negatives), ``iou_thresh`` (anchors whose
     shape IoU with a ground truth exceeds it are positives too; 1.0 disables) and
     ``label_smoothing`` (Darknet's ``label_smooth_eps``: targets ``y (1 - e) + e / 2``).
+
+    Darknet's per-layer matching pool: ``matching_anchors`` is the ``[yolo]`` section's whole
+    ``anchors=`` list and ``anchor_indices`` its ``mask`` (``anchors == [matching_anchors[i]
+    for i in anchor_indices]``). A ground truth whose best anchor in ``matching_anchors`` is
+    one of this head's is a positive here (so one box can be a positive in two heads whose
+    masks share an anchor, as in yolov4-tiny). Both None: the pool is ``YoloLoss``'s.
+    ``nms_kind`` / ``beta_nms``: the section's NMS (see :func:`keras_csp.detectors.nms.darknet_nms`).
     """
 
     stride: int
@@ -67,6 +55,10 @@ class HeadSpec:
     ignore_thresh: float = 0.5
     iou_thresh: float = 1.0
     label_smoothing: float = 0.0
+    matching_anchors: tuple = None
+    anchor_indices: tuple = None
+    nms_kind: str = "default"
+    beta_nms: float = 0.6
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -104,9 +96,41 @@ class HeadSpec:
                 _fail(name, "a number in [0, 1]", value)
         if not _is_number(self.label_smoothing) or not 0.0 <= self.label_smoothing < 1.0:
             _fail("label_smoothing", "a number in [0, 1)", self.label_smoothing)
+        if self.nms_kind not in NMS_KINDS:
+            _fail("nms_kind", f"one of {NMS_KINDS}", self.nms_kind)
+        if not _is_number(self.beta_nms) or not self.beta_nms > 0:
+            _fail("beta_nms", "a number > 0", self.beta_nms)
         for name in ("scale_x_y", "iou_normalizer", "obj_normalizer", "cls_normalizer",
-                     "ignore_thresh", "iou_thresh", "label_smoothing"):
+                     "ignore_thresh", "iou_thresh", "label_smoothing", "beta_nms"):
             set_(name, float(getattr(self, name)))
+        self._check_pool(set_)
+
+    def _check_pool(self, set_):
+        if (self.matching_anchors is None) != (self.anchor_indices is None):
+            _fail("matching_anchors", "given together with `anchor_indices` (both or neither)",
+                  self.matching_anchors)
+        if self.matching_anchors is None:
+            return
+        try:
+            pool = tuple((float(w), float(h)) for w, h in self.matching_anchors)
+        except (TypeError, ValueError):
+            _fail("matching_anchors", "a sequence of (width, height) pairs in pixels", self.matching_anchors)
+        if not pool or any(not (w > 0 and h > 0) for w, h in pool):
+            _fail("matching_anchors", "a non-empty sequence of positive (width, height) pairs",
+                  self.matching_anchors)
+        try:
+            indices = tuple(int(i) for i in self.anchor_indices)
+        except (TypeError, ValueError):
+            _fail("anchor_indices", "a sequence of ints", self.anchor_indices)
+        if any(not 0 <= i < len(pool) for i in indices):
+            _fail("anchor_indices", f"indices into the {len(pool)} matching_anchors", self.anchor_indices)
+        if len(set(indices)) != len(indices):
+            _fail("anchor_indices", "distinct indices", self.anchor_indices)
+        if tuple(pool[i] for i in indices) != self.anchors:
+            _fail("anchor_indices", f"the positions of `anchors` {list(self.anchors)} in "
+                  f"`matching_anchors` {list(pool)}", self.anchor_indices)
+        set_("matching_anchors", pool)
+        set_("anchor_indices", indices)
 
     @property
     def num_anchors(self):
@@ -118,12 +142,18 @@ class HeadSpec:
         return self.num_anchors * (5 + self.num_classes)
 
     def replace(self, **changes):
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again). New ``anchors`` without a new
+        pool drop the Darknet pool (it belonged to the old anchors)."""
+        if "anchors" in changes and "matching_anchors" not in changes:
+            changes = {**changes, "matching_anchors": None, "anchor_indices": None}
         return dataclasses.replace(self, **changes)
 
     def get_config(self):
         config = dataclasses.asdict(self)
         config["anchors"] = [list(a) for a in self.anchors]
+        if self.matching_anchors is not None:
+            config["matching_anchors"] = [list(a) for a in self.matching_anchors]
+            config["anchor_indices"] = list(self.anchor_indices)
         return config
 
     @classmethod
@@ -144,66 +174,16 @@ class HeadSpec:
 
     @classmethod
     def from_darknet(cls, options, stride):
-        """Build a spec from a parsed Darknet ``[yolo]`` section (a dict of option strings).
+        """A spec from the options of one Darknet ``[yolo]`` section (a dict of option strings).
 
-        ``anchors`` lists all anchors, ``mask`` picks this scale's (all when absent).
-        Options that only affect data loading or NMS (``jitter``, ``random``, ``nms_kind``,
-        ``beta_nms``, ...) are ignored, as is ``max_delta`` (Darknet's gradient clip; this
-        loss is NaN-free without it). Options whose training behaviour this loss does not
-        reproduce raise ``ValueError`` unless they hold their no-op value.
+        The same parser as cfg files (:func:`keras_csp.darknet.spec.yolo_head_spec`), so a
+        section gives the same spec, or the same error, either way: ``num`` anchors of
+        ``anchors`` form the matching pool, ``mask`` picks this scale's (``range(num)`` when
+        absent), and training options the loss does not reproduce raise ``ValueError``.
         """
-        def number(key, text):
-            try:
-                return float(str(text).strip())
-            except ValueError:
-                raise ValueError(f"[yolo] option `{key}` must be a number; received {text!r}.") from None
+        from keras_csp.darknet.spec import yolo_head_spec
 
-        if "anchors" not in options:
-            raise ValueError(f"[yolo] section needs `anchors`; received keys {sorted(options)}.")
-        values = [number("anchors", v) for v in str(options["anchors"]).split(",") if v.strip()]
-        if len(values) % 2:
-            raise ValueError(f"[yolo] `anchors` must hold (w, h) pairs; received {options['anchors']!r}.")
-        all_anchors = list(zip(values[0::2], values[1::2]))
-        if "mask" in options and str(options["mask"]).strip():
-            try:
-                mask = [int(v) for v in str(options["mask"]).split(",") if v.strip()]
-            except ValueError:
-                raise ValueError(f"[yolo] `mask` must be anchor indices; received {options['mask']!r}.") from None
-            if any(not 0 <= m < len(all_anchors) for m in mask):
-                raise ValueError(
-                    f"[yolo] `mask` {mask} indexes outside the {len(all_anchors)} anchors."
-                )
-        else:
-            mask = list(range(len(all_anchors)))
-        for key, neutral in _DARKNET_UNSUPPORTED.items():
-            if key not in options:
-                continue
-            value = options[key]
-            if isinstance(neutral, str):
-                supported = str(value).strip() == neutral
-            else:
-                supported = neutral is not None and number(key, value) == neutral
-            if not supported:
-                raise ValueError(
-                    f"[yolo] option `{key}={value}` is not supported by keras_csp's YOLO loss "
-                    f"(see docs/loss.md)."
-                )
-        kwargs = {"stride": stride, "anchors": [all_anchors[m] for m in mask]}
-        for key, field in _DARKNET_KEYS.items():
-            if key not in options:
-                continue
-            text = str(options[key]).strip()
-            if field == "iou_loss":
-                kwargs[field] = text
-            elif field == "num_classes":
-                kwargs[field] = int(number(key, text))
-            elif field == "new_coords":
-                kwargs[field] = bool(int(number(key, text)))
-            else:
-                kwargs[field] = number(key, text)
-        if "num_classes" not in kwargs:
-            kwargs["num_classes"] = 20  # Darknet's default `classes`
-        return cls(**kwargs)
+        return yolo_head_spec(options, stride)
 
 
 def all_anchors(heads):
@@ -211,4 +191,4 @@ def all_anchors(heads):
     return tuple(anchor for head in heads for anchor in head.anchors)
 
 
-__all__ = ["BOX_LOSSES", "HeadSpec", "all_anchors"]
+__all__ = ["BOX_LOSSES", "NMS_KINDS", "HeadSpec", "all_anchors"]

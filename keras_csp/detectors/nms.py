@@ -12,7 +12,11 @@ without it, and ``predict`` / :mod:`keras_csp.detectors.inference` add it. All s
 fixed: ``[B, max_detections]`` with ``num_detections [B]`` valid rows, padding rows with
 zero boxes and scores and class ``-1``. Greedy NMS is computed exactly, in-graph, as the
 fixed point of ``keep[j] = valid[j] and no kept i < j suppresses j`` (entry ``j`` is final
-after ``j`` sweeps; in practice a handful).
+after ``j`` sweeps; in practice a handful). That needs a ``[K, K]`` overlap matrix, so a
+config with ``pre_nms_top_k > DENSE_MAX_CANDIDATES`` (the reference evaluation keeps up to
+30000 candidates, as YOLOv5's ``val.py``) runs the same greedy NMS tile by tile, ``NMS_TILE`` at a time,
+each tile first suppressed by the boxes kept so far (at most ``max_detections``), then by
+itself; the loop ends once every image has ``max_detections`` boxes or no candidate is left.
 """
 
 import dataclasses
@@ -20,6 +24,10 @@ import dataclasses
 from keras_csp.backend import tf
 
 METHODS = ("greedy", "diou")
+DENSE_MAX_CANDIDATES = 1000
+"""Up to this ``pre_nms_top_k`` (the default) NMS is one ``[K, K]`` fixed point; above it, tiled."""
+NMS_TILE = 512
+"""Candidates per tile of the tiled path (a ``[B, 512, 512]`` overlap matrix per step)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,13 +119,20 @@ def darknet_nms(nms_kind="default", beta_nms=0.6, nms=None):
 
 def pairwise_overlap(boxes, method="greedy", beta=0.6):
     """``[..., K, K]`` IoU (``"greedy"``) or Darknet DIoU-NMS score of xyxy ``boxes [..., K, 4]``."""
-    a = boxes[..., :, None, :]
-    b = boxes[..., None, :, :]
+    return cross_overlap(boxes, boxes, method, beta)
+
+
+def cross_overlap(first, second, method="greedy", beta=0.6):
+    """``[..., K, L]`` IoU or DIoU-NMS score between xyxy ``first [..., K, 4]`` and ``second [..., L, 4]``."""
+    a = first[..., :, None, :]
+    b = second[..., None, :, :]
     inter_w = tf.maximum(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]), 0.0)
     inter_h = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
     inter = inter_w * inter_h
-    area = tf.maximum(boxes[..., 2] - boxes[..., 0], 0.0) * tf.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
-    union = area[..., :, None] + area[..., None, :] - inter
+    def area(boxes):
+        return tf.maximum(boxes[..., 2] - boxes[..., 0], 0.0) * tf.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
+
+    union = area(first)[..., :, None] + area(second)[..., None, :] - inter
     iou = tf.math.divide_no_nan(inter, union)
     if method == "greedy":
         return iou
@@ -181,6 +196,53 @@ def _greedy_keep(overlap, valid, same_class, threshold):
     return keep
 
 
+def _tiled_nms(boxes, scores, classes, config):
+    """Greedy NMS of sorted candidates ``[B, K]`` tile by tile (see the module docstring);
+    returns the first ``max_detections`` kept ``(boxes, scores, classes, count)``."""
+    d, tile = config.max_detections, NMS_TILE
+    batch, k = tf.shape(scores)[0], tf.shape(scores)[1]
+    tiles = tf.maximum((k + tile - 1) // tile, 1)
+    pad = tiles * tile - k
+    boxes = tf.pad(boxes, [[0, 0], [0, pad], [0, 0]])
+    scores = tf.pad(scores, [[0, 0], [0, pad]], constant_values=-1.0)
+    classes = tf.pad(classes, [[0, 0], [0, pad]], constant_values=-1)
+    threshold = config.iou_threshold
+
+    def cond(i, kept_boxes, kept_scores, kept_classes, count):
+        start = tf.minimum(i * tile, tiles * tile - 1)
+        left = tf.reduce_any((count < d) & (scores[:, start] > config.score_threshold))
+        return (i < tiles) & left
+
+    def body(i, kept_boxes, kept_scores, kept_classes, count):
+        start = i * tile
+        t_boxes, t_scores = boxes[:, start : start + tile], scores[:, start : start + tile]
+        t_classes = classes[:, start : start + tile]
+        kept_mask = tf.range(d)[None, :] < count[:, None]
+        by_kept = (cross_overlap(t_boxes, kept_boxes, config.method, config.beta) > threshold) & kept_mask[:, None]
+        same_class = None
+        if config.class_aware:
+            by_kept &= tf.equal(t_classes[:, :, None], kept_classes[:, None, :])
+            same_class = tf.equal(t_classes[:, :, None], t_classes[:, None, :])
+        valid = (t_scores > config.score_threshold) & ~tf.reduce_any(by_kept, axis=2)
+        keep = _greedy_keep(pairwise_overlap(t_boxes, config.method, config.beta), valid, same_class, threshold)
+        # Append the tile's kept candidates after the kept ones, in order; keep the first d.
+        every = tf.concat([kept_mask, keep], axis=1)
+        n = d + tile
+        key = tf.where(every, tf.cast(n - tf.range(n), tf.float32)[None], 0.0)
+        _, picked = tf.math.top_k(key, k=d, sorted=True)
+        chosen = tf.gather(every, picked, batch_dims=1)
+        kept_boxes = tf.where(chosen[..., None], tf.gather(tf.concat([kept_boxes, t_boxes], 1), picked, batch_dims=1), 0.0)
+        kept_scores = tf.where(chosen, tf.gather(tf.concat([kept_scores, t_scores], 1), picked, batch_dims=1), 0.0)
+        kept_classes = tf.where(chosen, tf.gather(tf.concat([kept_classes, t_classes], 1), picked, batch_dims=1), -1)
+        count = tf.minimum(count + tf.reduce_sum(tf.cast(keep, tf.int32), axis=1), d)
+        return i + 1, kept_boxes, kept_scores, kept_classes, count
+
+    state = (tf.constant(0), tf.zeros([batch, d, 4]), tf.zeros([batch, d]), -tf.ones([batch, d], tf.int32),
+             tf.zeros([batch], tf.int32))
+    _, kept_boxes, kept_scores, kept_classes, count = tf.while_loop(cond, body, state)
+    return kept_boxes, kept_scores, kept_classes, count
+
+
 def non_max_suppression(boxes, scores, config=None, **overrides):
     """NMS over a batch: ``boxes [B, N, 4]`` (xyxy, any units), ``scores [B, N, C]`` (or
     ``[B, N]`` for one class). ``config`` is an :class:`NMSConfig` (or dict); keyword
@@ -200,6 +262,9 @@ def non_max_suppression(boxes, scores, config=None, **overrides):
     if scores.shape.rank not in (2, 3):
         raise ValueError(f"`scores` must be [batch, N, C] or [batch, N]; received {scores.shape}.")
     cand_boxes, cand_scores, cand_classes = _candidates(boxes, scores, config)
+    if config.pre_nms_top_k > DENSE_MAX_CANDIDATES:  # no [K, K] matrix for many candidates
+        out_boxes, out_scores, out_classes, num = _tiled_nms(cand_boxes, cand_scores, cand_classes, config)
+        return {"boxes": out_boxes, "scores": out_scores, "classes": out_classes, "num_detections": num}
     # Pad the candidate list to at least max_detections rows so the output is fixed-size.
     pad = tf.maximum(config.max_detections - tf.shape(cand_scores)[1], 0)
     cand_boxes = tf.pad(cand_boxes, [[0, 0], [0, pad], [0, 0]])
@@ -229,4 +294,4 @@ def non_max_suppression(boxes, scores, config=None, **overrides):
     }
 
 
-__all__ = ["METHODS", "NMSConfig", "darknet_nms", "non_max_suppression", "pairwise_overlap"]
+__all__ = ["DENSE_MAX_CANDIDATES", "METHODS", "NMS_TILE", "NMSConfig", "cross_overlap", "darknet_nms", "non_max_suppression", "pairwise_overlap"]

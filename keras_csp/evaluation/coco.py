@@ -66,7 +66,11 @@ class GroundTruthBuilder:
 
     ``add(boxes, image_ids, image_info)`` takes the ``keras_csp.data`` evaluation form:
     boxes ``[B, M, 5]`` normalised to the model input (padding -1), ids ``[B]`` and the
-    letterbox geometry ``[B, 4, 2]``; boxes are mapped back to original pixels.
+    letterbox geometry ``[B, 4, 2]``; boxes are mapped back to original pixels. Rows with a
+    class code ``<= -2`` (ignored regions: COCO ``iscrowd``, VOC ``difficult``; see
+    ``keras_csp.data.boxes``) become ``iscrowd=1`` annotations of class ``-2 - code``, which
+    pycocotools ignores: they count neither as misses nor make matching detections false
+    positives.
     """
 
     def __init__(self, category_ids, class_names=None):
@@ -88,8 +92,10 @@ class GroundTruthBuilder:
             (height, width), (in_h, in_w), (sy, sx), (oy, ox) = info[b]
             self.images.append({"id": image_id, "width": int(round(width)), "height": int(round(height))})
             for row in boxes[b]:
-                if row[4] < 0:
+                crowd = row[4] <= -2
+                if row[4] < 0 and not crowd:  # padding
                     continue
+                cls = int(-2 - row[4]) if crowd else int(row[4])
                 x0 = np.clip((row[0] * in_w - ox) / sx, 0, width)
                 y0 = np.clip((row[1] * in_h - oy) / sy, 0, height)
                 x1 = np.clip((row[2] * in_w - ox) / sx, 0, width)
@@ -97,8 +103,8 @@ class GroundTruthBuilder:
                 if x1 <= x0 or y1 <= y0:
                     continue
                 self.annotations.append({
-                    "image_id": image_id, "category_id": self.category_ids[int(row[4])],
-                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "iscrowd": 0,
+                    "image_id": image_id, "category_id": self.category_ids[cls],
+                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "iscrowd": int(crowd),
                 })  # fmt: skip
 
     def ground_truth(self):
@@ -144,6 +150,8 @@ class COCOResult:
         ``AP50`` (-1 for a category without ground truth).
       summary: pycocotools' printed summary.
       num_images, num_detections: what was evaluated.
+      num_failed_images: images of the source that failed to decode and are therefore not
+        in ``num_images`` (the AP is over the others); also a line of ``summary``.
       precision: ``COCOeval.eval["precision"]`` ``[T, R, K, A, M]`` (for PR curves), or None.
       recall_thresholds, iou_thresholds: its axes.
     """
@@ -156,6 +164,7 @@ class COCOResult:
     precision: object = None
     recall_thresholds: object = None
     iou_thresholds: object = None
+    num_failed_images: int = 0
 
     def logs(self, prefix="val_"):
         """The stats as Keras log entries (``LOGGED_STATS``): ``{"val_AP": ..., ...}``."""
@@ -173,7 +182,7 @@ class COCOResult:
 
     def to_json(self):
         return {"stats": self.stats, "per_class": self.per_class, "num_images": self.num_images,
-                "num_detections": self.num_detections}
+                "num_detections": self.num_detections, "num_failed_images": self.num_failed_images}
 
 
 def _mean_valid(values):

@@ -6,13 +6,42 @@ Predictions go through the detector's decode + NMS with the evaluation NMS setti
 original-image pixels (``image_info``) and to the dataset's category ids.
 """
 
+import logging
+
 from keras_csp.backend import tf
 from keras_csp.detectors.inference import postprocess
 from keras_csp.detectors.nms import NMSConfig
 from keras_csp.evaluation.coco import GroundTruthBuilder, detections_to_coco, evaluate_coco, load_ground_truth
 
-EVAL_NMS = NMSConfig(score_threshold=0.001, iou_threshold=0.6, max_detections=100)
-"""NMS for mAP: keep low-score boxes (they only add to the PR curve), 100 per image as COCO."""
+REFERENCE_EVAL_NMS = NMSConfig(score_threshold=0.001, iou_threshold=0.6, max_detections=300, multi_label=True,
+                               pre_nms_top_k=30000)
+"""NMS for mAP as the reference tools run it: every class above 0.001 for every box
+(multi-label, as Darknet's ``-map`` and YOLOv5's ``val.py``), up to 30000 candidates before
+NMS and 300 detections per image (YOLOv5's ``max_nms`` and ``max_det``; pycocotools then
+scores at most 100 per image and class), IoU 0.6 (``val.py``)."""
+
+FAST_EVAL_NMS = NMSConfig(score_threshold=0.001, iou_threshold=0.6, max_detections=100)
+"""The earlier evaluation setting: one label per box (its best class), the 1000 best boxes
+before NMS, 100 per image. Cheaper; it scores a little lower (see the README)."""
+
+EVAL_NMS_PRESETS = {"reference": REFERENCE_EVAL_NMS, "fast": FAST_EVAL_NMS}
+LOGGER = logging.getLogger(__name__)
+
+EVAL_NMS = REFERENCE_EVAL_NMS
+"""The default of ``evaluate_detector``, ``COCOEvalCallback`` and ``keras-csp evaluate``."""
+
+
+def eval_nms(nms=None):
+    """The evaluation ``NMSConfig`` of ``nms``: None (``EVAL_NMS``), a preset name
+    (``"reference"`` / ``"fast"``), a config dict or an ``NMSConfig``."""
+    if nms is None:
+        return EVAL_NMS
+    if isinstance(nms, str):
+        try:
+            return EVAL_NMS_PRESETS[nms]
+        except KeyError:
+            raise ValueError(f"Unknown evaluation NMS preset {nms!r}; known: {sorted(EVAL_NMS_PRESETS)}") from None
+    return NMSConfig.coerce(nms)
 
 
 def _network_and_heads(model, heads):
@@ -29,7 +58,7 @@ def _network_and_heads(model, heads):
 def detection_function(model, nms=None, heads=None):
     """A compiled function ``(images, image_info) -> detections dict`` (original pixels)."""
     network, heads = _network_and_heads(model, heads)
-    config = NMSConfig.coerce(EVAL_NMS if nms is None else nms)
+    config = eval_nms(nms)
 
     @tf.function(reduce_retracing=True)
     def detect(images, image_info):
@@ -102,11 +131,15 @@ def evaluate_detector(model, dataset, source=None, ground_truth=None, category_i
       ground_truth: a COCO dict / JSON path; default: the source's JSON, else built from the
         boxes in ``dataset`` (mapped back to original pixels).
       category_ids, class_names: default from ``source`` (else 0..C-1).
-      nms: NMS settings (default ``EVAL_NMS``: score > 0.001, IoU 0.6, 100 per image).
+      nms: NMS settings: ``"reference"`` (the default ``EVAL_NMS``: multi-label, score >
+        0.001, 30000 candidates, IoU 0.6, 300 per image), ``"fast"`` (``FAST_EVAL_NMS``), a
+        dict or an ``NMSConfig``.
       max_batches: evaluate only this many batches (quick checks).
       detect: a compiled function from :func:`detection_function` to reuse.
 
-    Returns a :class:`~keras_csp.evaluation.coco.COCOResult`.
+    Returns a :class:`~keras_csp.evaluation.coco.COCOResult`; its ``num_failed_images``
+    (also the first line of its ``summary``) counts the source's images that failed to decode
+    and so are not in the evaluation.
     """
     _, resolved_heads = _network_and_heads(model, heads)
     if category_ids is None:
@@ -116,11 +149,26 @@ def evaluate_detector(model, dataset, source=None, ground_truth=None, category_i
     if ground_truth is None:
         ground_truth = ground_truth_for(source)
     builder = GroundTruthBuilder(category_ids, class_names) if ground_truth is None else None
+    report = getattr(source, "report", None)
+    failures_before = report.runtime_failures if report is not None else 0
     detections, image_ids = predict_dataset(model, dataset, nms, heads, max_batches, category_ids, builder,
                                                 detect)
     if builder is not None:
         ground_truth = builder.ground_truth()
-    return evaluate_coco(ground_truth, detections, image_ids)
+    result = evaluate_coco(ground_truth, detections, image_ids)
+    expected = source.image_ids() if hasattr(source, "image_ids") and max_batches is None else None
+    if expected is not None:  # robust to a cached dataset, which decodes only once
+        failed = len(set(expected) - set(image_ids))
+    else:
+        failed = (report.runtime_failures - failures_before) if report is not None else 0
+    if failed:
+        line = (f"{failed} image(s) of {getattr(source, 'name', 'the source')} failed to decode and are not in "
+                f"this evaluation (AP over the other {result.num_images}; the TensorFlow warnings name the errors)")
+        LOGGER.warning(line)
+        result.num_failed_images = failed
+        result.summary = f"{line}\n{result.summary}"
+    return result
 
 
-__all__ = ["EVAL_NMS", "detection_function", "evaluate_detector", "ground_truth_for", "predict_dataset"]
+__all__ = ["EVAL_NMS", "EVAL_NMS_PRESETS", "FAST_EVAL_NMS", "REFERENCE_EVAL_NMS", "detection_function", "eval_nms",
+           "evaluate_detector", "ground_truth_for", "predict_dataset"]

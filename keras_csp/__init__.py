@@ -2,6 +2,11 @@
 
 __version__ = "0.1.0"
 
+from keras_csp import _quiet  # noqa: E402  (the command's quiet console, set before TensorFlow loads)
+
+if _quiet.is_command_line():
+    _quiet.apply()
+
 from keras_csp import layers  # noqa: E402  (registers custom layers)
 from keras_csp.models import (  # noqa: E402
     CSPDarknet53,

@@ -216,7 +216,10 @@ def test_yolo_txt_reads_labels_and_counts_problems(tmp_path):
     assert len(elements[1]["boxes"]) == 0 and len(elements[2]["boxes"]) == 0
     assert source.report.notes["no label file"] == 1
     assert source.report.dropped_boxes == {"unknown category": 1, "zero or negative width/height": 1}
-    inferred = YoloTxtSource(path)  # no names: classes up to the largest id
+    beside = YoloTxtSource(path)  # no names given: obj.names beside the list names the classes
+    assert beside.class_names == ["a", "b"] and beside.names_file.endswith("obj.names")
+    (tmp_path / "obj.names").unlink()
+    inferred = YoloTxtSource(path)  # no names at all: classes up to the largest id
     assert inferred.num_classes == 6 and inferred.class_names[5] == "class_5"
 
 

@@ -68,7 +68,7 @@ def test_deadline_stops_after_the_epoch_that_leaves_no_room_for_another():
     import time
 
     from keras_csp.backend import keras
-    from keras_csp.training.demo import _Deadline
+    from keras_csp.training.budget import Deadline as _Deadline
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     roomy, tight = _Deadline(time.perf_counter() + 3600), _Deadline(time.perf_counter() + 0.05)

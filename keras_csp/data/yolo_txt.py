@@ -3,6 +3,8 @@
 Each label line is ``class x_center y_center width height``, normalised to [0, 1]. The
 label file of ``.../images/a.jpg`` is ``.../labels/a.txt`` (the last ``images`` or
 ``JPEGImages`` folder becomes ``labels``, as both tools do), else ``a.txt`` beside the image.
+Without explicit names, ``classes.txt``, ``obj.names`` or a single ``*.names`` beside the list
+(or in or beside the image folder) names the classes.
 """
 
 import os
@@ -29,12 +31,44 @@ def label_path(image_path):
     return os.path.splitext(path)[0] + ".txt"
 
 
+NAMES_FILES = ("classes.txt", "obj.names")
+
+
 def read_names(names):
     """Class names from a list or a Darknet ``.names`` file (one per line); None stays None."""
     if names is None or isinstance(names, (list, tuple)):
         return None if names is None else [str(n) for n in names]
+    names = os.fspath(names)
+    if not os.path.isfile(names):
+        raise FileNotFoundError(f"class names file not found: {names}")
     with open(names, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+        found = [line.strip() for line in f if line.strip()]
+    if not found:
+        raise YoloFormatError(f"{names}: no class names in the file (one name per line)")
+    return found
+
+
+def find_names_file(list_file):
+    """The names file beside a YOLO list (or in / beside an image folder): ``classes.txt``,
+    ``obj.names``, else the only ``*.names``; None if there is none. Several ``*.names`` and
+    no ``classes.txt`` / ``obj.names`` is an error naming them."""
+    list_file = os.path.abspath(os.fspath(list_file))
+    folders = [list_file, os.path.dirname(list_file)] if os.path.isdir(list_file) else [os.path.dirname(list_file)]
+    if os.path.isdir(list_file):
+        labels = os.path.dirname(label_path(os.path.join(list_file, "x.jpg")))
+        if labels != list_file:
+            folders.append(labels)
+    for folder in folders:
+        for name in NAMES_FILES:
+            if os.path.isfile(os.path.join(folder, name)):
+                return os.path.join(folder, name)
+        others = sorted(n for n in os.listdir(folder) if n.endswith(".names"))
+        if len(others) == 1:
+            return os.path.join(folder, others[0])
+        if others:
+            raise YoloFormatError(f"{folder}: several names files {others} beside {list_file}; "
+                                  "choose one with --names")
+    return None
 
 
 def parse_label_file(path):
@@ -67,16 +101,30 @@ def parse_label_file(path):
 
 
 def _read_list(list_file, root):
+    """Image paths of a list file or a folder (its images, sub-folders included, sorted).
+
+    A relative line is taken from ``root`` (default the list's folder); where that file does
+    not exist but one beside the list does (Ultralytics' ``./`` lines), that one."""
     if os.path.isdir(list_file):
-        names = sorted(n for n in os.listdir(list_file) if n.lower().endswith(IMAGE_EXTENSIONS))
-        return [os.path.join(list_file, n) for n in names]
-    base = root if root is not None else os.path.dirname(os.path.abspath(list_file))
+        found = []
+        for folder, subfolders, files in os.walk(list_file):
+            subfolders.sort()
+            found += [os.path.join(folder, n) for n in sorted(files) if n.lower().endswith(IMAGE_EXTENSIONS)]
+        return found
+    here = os.path.dirname(os.path.abspath(list_file))
+    base = root if root is not None else here
     paths = []
     with open(list_file, encoding="utf-8") as f:
         for line in f:
             line = line.strip()
             if line and not line.startswith("#"):
-                paths.append(line if os.path.isabs(line) else os.path.join(base, line))
+                if os.path.isabs(line):
+                    paths.append(line)
+                    continue
+                path = os.path.normpath(os.path.join(base, line))
+                if base != here and not os.path.exists(path) and os.path.exists(os.path.join(here, line)):
+                    path = os.path.normpath(os.path.join(here, line))
+                paths.append(path)
     return paths
 
 
@@ -85,9 +133,11 @@ class YoloTxtSource(FileDetectionSource):
 
     Args:
         list_file: text file with one image path per line (relative paths are relative to
-            ``root``, default the list file's folder), or a folder of images.
-        names: class names, a list or a ``.names`` file; default ``class_0..`` up to the
-            largest class id found. With names, larger class ids are dropped and counted.
+            ``root``, default the list file's folder), or a folder of images, or a list of these.
+        names: class names, a list or a ``.names`` file; default: ``classes.txt`` /
+            ``obj.names`` / ``*.names`` beside the list (``names_file`` tells which), else
+            ``class_0..`` up to the largest class id found. With names, larger class ids are
+            dropped and counted.
         root: folder that relative paths in ``list_file`` start from.
         verify: how the image files are checked (``decode.VERIFY_MODES``).
         name: name used in reports.
@@ -98,12 +148,21 @@ class YoloTxtSource(FileDetectionSource):
     """
 
     def __init__(self, list_file, names=None, root=None, verify="header", name=None):
-        self.list_file = os.fspath(list_file)
-        if not os.path.exists(self.list_file):
-            raise FileNotFoundError(f"YOLO list file or folder not found: {self.list_file}")
-        paths = _read_list(self.list_file, root)
-        if not paths:
-            raise YoloFormatError(f"{self.list_file}: no image paths in the list")
+        entries = [os.fspath(e) for e in list_file] if isinstance(list_file, (list, tuple)) else [os.fspath(list_file)]
+        self.list_file = entries[0] if len(entries) == 1 else entries
+        paths = []
+        for entry in entries:
+            if not os.path.exists(entry):
+                raise FileNotFoundError(f"YOLO list file or folder not found: {entry}")
+            found = _read_list(entry, root)
+            if not found:
+                kind = "images in the folder" if os.path.isdir(entry) else "image paths in the list"
+                raise YoloFormatError(f"{entry}: no {kind}")
+            paths += found
+        self.names_file = names if isinstance(names, (str, os.PathLike)) else None
+        if names is None:
+            self.names_file = find_names_file(entries[0])
+            names = self.names_file
         names = read_names(names)
         parsed = []
         missing_labels = []
@@ -117,7 +176,7 @@ class YoloTxtSource(FileDetectionSource):
         if names is None:
             top = max((int(c.max()) for c, _ in parsed if len(c)), default=0)
             names = [f"class_{i}" for i in range(top + 1)]
-        super().__init__(name or os.path.basename(self.list_file), names, verify=verify)
+        super().__init__(name or os.path.basename(entries[0]), names, verify=verify)
         for path in missing_labels:
             self.report.note("no label file", path)
         records = []

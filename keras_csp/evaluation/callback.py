@@ -3,7 +3,8 @@
 Put it before ``ModelCheckpoint`` / the checkpoint callbacks in the list: Keras hands every
 callback the same ``logs`` dict, so what this one adds at the end of an epoch is what the
 later callbacks (best-model checkpoints, CSV, TensorBoard, History, the progress bar) see.
-Epochs without an evaluation log NaN, so CSV columns stay aligned and "best" is never NaN.
+Epochs without an evaluation log no ``val_*`` entries (no ``val_AP: nan`` on the console;
+the run log leaves those cells empty, and "best" only compares evaluated epochs).
 """
 
 import json
@@ -71,8 +72,8 @@ class COCOEvalCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         last = self._epochs is not None and epoch + 1 >= self._epochs
+        last = last or bool(getattr(self.model, "stop_training", False))  # stopped early (a time budget)
         if (epoch + 1) % self.every and not last:
-            logs.update({f"{self.prefix}{k}": float("nan") for k in LOGGED_STATS})
             return
         start = time.perf_counter()
         result = self.evaluate()

@@ -8,8 +8,16 @@ import sys
 from keras_csp.training.config import FIELDS
 
 HELP = {
-    "train": "training data: 'synthetic', a COCO .json, a YOLO list .txt, a VOC folder or tfds:NAME[:SPLIT]",
+    "data": "a dataset file giving both splits and the class names: a Darknet .data (classes=, train=, valid=, "
+            "names=) or an Ultralytics data.yaml (path, train, val, names)",
+    "train": "training data: 'synthetic', a COCO .json, a YOLO list .txt or image folder, a VOC folder or "
+             "tfds:NAME[:SPLIT]",
     "val": "validation data (same forms); evaluated with COCO mAP every --eval-every epochs",
+    "names": "class names file for YOLO txt data, one per line (default: classes.txt / obj.names / *.names "
+             "beside the list)",
+    "time": "training time budget in minutes: the epochs are planned from the measured speed of epoch 1 "
+            "(replaces --epochs), the schedule spans them, and training stops in time",
+    "save_keras": "also write best.keras / final.keras, the complete detectors (--no-save-keras: weights only)",
     "image_size": "square model input side, a multiple of 32 (default 416)",
     "batch_size": "global batch size, split over the replicas (default 16)",
     "augment": "default (mosaic, scale, HSV, flip: YOLOv5 hyp.scratch-low) | light (no mosaic) | none",
@@ -18,7 +26,7 @@ HELP = {
     "multi_scale": "'MIN,MAX' multiples of 32: random input size every 10 batches",
     "cache": "cache decoded, resized images in memory",
     "shuffle": "shuffle the training images each epoch (--no-shuffle: a fixed data order)",
-    "max_boxes": "rows of the padded box tensor (default 100)",
+    "max_boxes": "rows of the padded box tensor (default: sized from the data, x4 with mosaic, x2 with mixup)",
     "steps_per_epoch": "batches per epoch (default: one pass over the training set)",
     "model": "a named detector (e.g. CSPDarknet53-PANet-SPP), BACKBONE+NECK (CSPResNeXt50+panet_spp) "
              "or package.module:function",
@@ -40,8 +48,11 @@ HELP = {
     "weight_decay": "Darknet decay (coupled L2 on kernels) for sgd/adam; decoupled decay for adamw (default 5e-4)",
     "schedule": "steps (x0.1 at 80%% and 90%% of steps: COCO cfgs) | poly (power 4: ImageNet cfgs) | cosine | constant",
     "burn_in": "warm-up steps, Darknet's burn_in (default min(1000, 10%% of the steps))",
-    "ema": "EMA momentum of the weights, e.g. 0.999 (0: off); evaluation and checkpoints use the average",
-    "mixed_precision": "none | mixed_float16 | mixed_bfloat16",
+    "ema": "decay d of the model EMA (all weights, BN statistics included; 0: off); evaluation, checkpoints "
+           "and the final weights use the average",
+    "ema_tau": "EMA warm-up: the decay after n steps is d * (1 - exp(-n / tau)) (default 200)",
+    "mixed_precision": "auto (default: mixed_bfloat16 on CPUs with AMX / AVX512_BF16, mixed_float16 on a GPU, "
+                       "else float32) | none | mixed_float16 | mixed_bfloat16",
     "clipnorm": "clip each gradient to this norm",
     "steps_per_execution": "batches per compiled call (faster on TPUs)",
     "strategy": "default | mirrored | multi_worker (TF_CONFIG) | tpu",
@@ -88,27 +99,49 @@ def _train(args):
         print(result.evaluation.summary)
         print(result.evaluation.table())
     print(f"outputs in {result.out_dir}")
+    final = os.path.join(result.out_dir, "final.keras")
+    if os.path.isfile(final):
+        print(f"model: {final} (next: keras-csp export tflite --run {result.out_dir} model.tflite)")
     return 0
 
 
 def _model_flags(parser):
-    parser.add_argument("--run", help="a training run folder (model, classes, anchors from its run.json)")
-    parser.add_argument("--weights", help="best | final | last (of --run) or a weights file (.weights.h5 / Darknet .weights)")
+    parser.add_argument("--run", help="a training run folder (its best.keras / final.keras, else model, classes, "
+                        "anchors from its run.json), or a .keras detector file")
+    parser.add_argument("--weights", help="best | final | last (of --run), a .keras detector, or a weights file "
+                        "(.weights.h5 / Darknet .weights)")
     parser.add_argument("--model", help="model name, as for train (default: the run's)")
     parser.add_argument("--num-classes", type=int, help="classes (default: the run's)")
     parser.add_argument("--image-size", type=int, help="input side (default: the run's)")
     parser.add_argument("--anchors", help="anchors, as for train (default: the run's)")
+    parser.add_argument("--verbose", type=int, default=1, help="2: TensorFlow's log lines and tracebacks on errors")
+
+
+def _evaluation_source(spec, names, detector_names):
+    """The evaluation data: a dataset file's val split, or any source ``train`` takes; YOLO
+    txt data without a names file beside take the detector's class names."""
+    from keras_csp.data.dataset_files import is_dataset_file, open_detection_source
+    from keras_csp.data.yolo_txt import find_names_file
+
+    text = os.fspath(spec)
+    yolo = text.endswith(".txt") or (os.path.isdir(text) and not os.path.isdir(os.path.join(text, "Annotations")))
+    if names is None and yolo and not is_dataset_file(text) and os.path.exists(text) and find_names_file(text) is None:
+        names = list(detector_names)
+    return open_detection_source(text, training=False, names=names)
 
 
 def _evaluate(args):
-    from keras_csp.data import detection_dataset, resolve_source
+    from keras_csp.data import detection_dataset
     from keras_csp.evaluation import evaluate_detector, write_pr_curves
     from keras_csp.training.checkpoints import atomic_write_text
     from keras_csp.training.restore import load_detector
 
     detector, info = load_detector(args.run, args.weights, args.model, args.num_classes, args.image_size,
-                                   args.anchors)
-    source = resolve_source(args.data, training=False)
+                                   args.anchors, args.names)
+    source = _evaluation_source(args.data, args.names, info["class_names"])
+    if source.num_classes != len(info["class_names"]):
+        raise ValueError(f"{args.data}: {source.num_classes} classes, but the detector has "
+                         f"{len(info['class_names'])} ({', '.join(info['class_names'][:5])}...)")
     dataset = detection_dataset(source, image_size=info["image_size"], batch_size=args.batch_size, training=False)
     if args.out and args.pictures:  # one pass for the numbers and the pictures
         from keras_csp.evaluation.pictures import validation_pictures
@@ -160,8 +193,10 @@ def add_training_parsers(subparsers):
     p.set_defaults(handler=_train)
 
     p = subparsers.add_parser("evaluate", help="COCO mAP of a trained detector on a dataset")
-    p.add_argument("data", help="evaluation data: a COCO .json, a YOLO list .txt, a VOC folder, tfds:NAME:SPLIT, synthetic")
+    p.add_argument("data", help="evaluation data: a Darknet .data / Ultralytics data.yaml (its val split), a COCO "
+                   ".json, a YOLO list .txt or image folder, a VOC folder, tfds:NAME:SPLIT, synthetic")
     _model_flags(p)
+    p.add_argument("--names", help="class names file (one per line; default: the detector's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-batches", type=int, help="evaluate only this many batches")
     p.add_argument("--out", help="write coco_eval.json, per_class_ap.txt (and PR curves) here")

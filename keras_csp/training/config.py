@@ -17,8 +17,10 @@ class TrainConfig:
     """Everything a training run needs; see ``keras-csp train --help`` for each field."""
 
     # data
+    data: Optional[str] = None
     train: str = "synthetic"
     val: Optional[str] = None
+    names: Optional[str] = None
     image_size: int = 416
     batch_size: int = 16
     augment: str = "default"
@@ -41,6 +43,7 @@ class TrainConfig:
     bn_momentum: Optional[float] = None
     # optimisation
     epochs: int = 100
+    time: Optional[float] = None
     optimizer: str = "sgd"
     learning_rate: float = 0.001
     momentum: float = 0.9
@@ -60,6 +63,7 @@ class TrainConfig:
     out: str = "runs/train"
     backup: bool = True
     tensorboard: bool = True
+    save_keras: bool = True
     seed: int = 0
     deterministic: bool = False
     verbose: int = 1
@@ -88,6 +92,11 @@ class TrainConfig:
             raise ValueError(f"config `learning_rate` must be > 0; received {self.learning_rate!r}")
         if self.bn_momentum is not None and not 0 <= self.bn_momentum < 1:
             raise ValueError(f"config `bn_momentum` must be in [0, 1); received {self.bn_momentum!r}")
+        if self.time is not None and (isinstance(self.time, bool) or not self.time > 0):
+            raise ValueError(f"config `time` must be a positive number of minutes; received {self.time!r}")
+        if self.data is not None and self.train != "synthetic":
+            raise ValueError(f"config `data` ({self.data}) gives the training images; `train` ({self.train}) "
+                             "cannot be given too")
         if not 0 <= self.ema < 1:
             raise ValueError(f"config `ema` must be in [0, 1) (0: off); received {self.ema!r}")
         return self

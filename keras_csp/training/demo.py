@@ -50,57 +50,6 @@ DATA = dict(max_objects=3, min_object=32, clutter=False)
 DEMO_HEAD = "iou_loss=ciou,iou_normalizer=0.07,iou_thresh=0.213,scale_x_y=1.05"
 
 
-# A whole epoch takes a little longer than steps x the median step time of epoch 1 (data
-# pipeline, callbacks, slow steps); a busier machine is caught by the deadline callback.
-EPOCH_OVERHEAD = 1.05
-
-
-class _StepTimer:
-    """Keras callback recording when each training batch ends (to time this machine)."""
-
-    def __new__(cls):
-        from keras_csp.backend import keras
-
-        class StepTimer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.times = []
-
-            def on_train_batch_end(self, batch, logs=None):
-                self.times.append(time.perf_counter())
-
-            def seconds_per_step(self):
-                steady = np.diff(self.times[2:])  # after tracing and the first cache fill
-                return float(np.median(steady)) if len(steady) else None
-
-        return StepTimer()
-
-
-class _Deadline:
-    """Keras callback ending training after the epoch that leaves no time for another one
-    (the plan is made from epoch 1's step time; later epochs on a busy machine run slower)."""
-
-    def __new__(cls, deadline):
-        from keras_csp.backend import keras
-
-        class Deadline(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.started = None
-                self.stopped_at = None
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self.started = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                now = time.perf_counter()
-                if now + (now - self.started) > deadline:
-                    self.stopped_at = epoch + 1
-                    self.model.stop_training = True
-
-        return Deadline()
-
-
 def _load():
     try:
         return tuple(round(v, 2) for v in os.getloadavg())
@@ -239,13 +188,6 @@ def _write_report(out, report):
     atomic_write_text(os.path.join(out, "report.md"), "\n".join(lines))
 
 
-def _plan_epochs(budget, used, steps, step_seconds, eval_seconds, eval_every, max_epochs):
-    """Epochs (the first included) that fit ``budget`` seconds of training after ``used``."""
-    per_epoch = steps * step_seconds * EPOCH_OVERHEAD + eval_seconds / eval_every
-    remaining = budget - used - eval_seconds  # the last epoch is always evaluated
-    return int(max(1, min(max_epochs, 1 + remaining // per_epoch)))
-
-
 def run_demo(out=None, data_dir=None, quick=False, minutes=None, model=None, image_size=None, epochs=None,
              train_images=None, val_images=None, export=None, seed=0, verbose=2, target_ap50=None):
     """Run the demo (see the module docstring); returns the report dict (also written to
@@ -303,33 +245,19 @@ def run_demo(out=None, data_dir=None, quick=False, minutes=None, model=None, ima
     print(f"untrained {model}: AP {floor.stats['AP']:.4f}  AP50 {floor.stats['AP50']:.4f}  "
           f"({untrained.count_params():,} parameters)")
 
-    # Epoch 1 times this machine; the run then resumes from its backup with the whole schedule.
-    budget = options["minutes"] * 60.0
-    timer = _StepTimer()
+    # Epoch 1 times this machine; the run then resumes from its backup with the whole schedule
+    # (training/budget.py: the mechanism of `keras-csp train --time`).
+    from keras_csp.training.budget import train_within
+
+    config = dataclasses.replace(config, schedule=options["schedule"], eval_every=options["eval_every"])
     train_start = time.perf_counter()
-    first = train(config, extra_callbacks=[timer], train_source=train_source, val_source=val_source,
-                  detector=untrained)
-    steps = first.run_info["steps_per_epoch"]
-    used = time.perf_counter() - train_start
-    step_seconds = timer.seconds_per_step() or used / steps
-    eval_seconds = max(first.eval_seconds.values()) if first.eval_seconds else 0.0
-    total_epochs = _plan_epochs(budget, used, steps, step_seconds, eval_seconds, options["eval_every"],
-                                options["max_epochs"])
-    print(f"timing: {step_seconds:.3f} s per step x {steps} steps per epoch, {eval_seconds:.1f} s per "
-          f"evaluation -> {total_epochs} epochs in the {options['minutes']:g}-minute budget")
-    result = first
-    deadline = _Deadline(train_start + budget)
-    if total_epochs > 1:
-        config = dataclasses.replace(config, epochs=total_epochs, schedule=options["schedule"],
-                                     eval_every=options["eval_every"])
-        result = train(config, extra_callbacks=[deadline], train_source=train_source, val_source=val_source,
-                       detector=first.model)
-        if deadline.stopped_at is not None:
-            print(f"time budget: stopped after epoch {deadline.stopped_at} of {total_epochs}")
+    result = train_within(config, minutes=options["minutes"], max_epochs=options["max_epochs"],
+                          train_source=train_source, val_source=val_source, detector=untrained)
+    plan = result.run_info["time_budget"]
+    steps, step_seconds = plan["steps_per_epoch"], plan["seconds_per_step"]
     train_seconds = time.perf_counter() - train_start
     detector = result.model
-    final = None if deadline.stopped_at is not None else result.evaluation  # else the last evaluation may be older
-    final = final or evaluate_detector(detector, val_ds, val_source, nms=EVAL_NMS)
+    final = result.evaluation or evaluate_detector(detector, val_ds, val_source, nms=EVAL_NMS)
     history = result.history
     curves = plot_history(history, os.path.join(out, "curves.png"), title=f"{model} on the synthetic shapes")
     predictions = _predictions_png(detector, val_source, os.path.join(out, "predictions.png"), input_size=size)

@@ -1,4 +1,10 @@
-"""Rebuild a trained detector from a run folder or from explicit flags, and use it on images."""
+"""Rebuild a trained detector from a run folder, a complete ``.keras`` file or explicit flags,
+and use it on images.
+
+A training run writes ``best.keras`` and ``final.keras`` beside its weights: the whole
+detector (classes, anchors, NMS settings), which ``keras.saving.load_model(path,
+safe_mode=True)`` gives back without this package's training code. ``load_detector`` takes
+those, or rebuilds the model from ``run.json`` and a ``.weights.h5`` for older runs."""
 
 import glob
 import json
@@ -7,6 +13,58 @@ import os
 import numpy as np
 
 WEIGHT_CHOICES = ("best", "final", "last")
+KERAS_FILES = ("best", "final")  # the complete detectors a run writes (``<name>.keras``)
+
+
+def _atomic_save_model(model, path):
+    tmp = f"{path}.tmp-{os.getpid()}.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def save_detector_files(model, run_dir, class_names=None, which=KERAS_FILES):
+    """Write ``<run_dir>/<name>.keras`` for each ``<name>.weights.h5`` present (``best``,
+    ``final``): a fresh, uncompiled copy of ``model`` holding those weights and the class
+    names, so that the file alone is the deployable detector. Returns the paths written."""
+    config = model.get_config()
+    fresh = type(model).from_config(config)
+    if not fresh.built:
+        fresh.build(model.detector.inputs[0].shape)
+    if class_names is not None and hasattr(fresh, "set_class_names"):
+        fresh.set_class_names(class_names)
+    written = []
+    for name in which:
+        weights = os.path.join(os.fspath(run_dir), f"{name}.weights.h5")
+        if os.path.isfile(weights):
+            fresh.load_weights(weights)
+            written.append(_atomic_save_model(fresh, os.path.join(os.fspath(run_dir), f"{name}.keras")))
+    return written
+
+
+def load_keras_detector(path):
+    """A ``.keras`` detector file (as a run writes) loaded with ``safe_mode=True``."""
+    from keras_csp.backend import keras
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path!r} not found")
+    import keras_csp.detectors  # noqa: F401  (registers the detector classes)
+
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def _is_keras_file(path):
+    return isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith(".keras")
+
+
+def weights_only_hint(path):
+    """The message for a ``.weights.h5`` given where a model was expected."""
+    folder = os.path.dirname(os.fspath(path)) or "."
+    stem = os.path.basename(os.fspath(path)).split(".")[0]
+    which = f" --weights {stem}" if stem in WEIGHT_CHOICES else ""
+    return (f"{path} holds weights only, not a model: give the run folder (--run {folder}{which}) or a complete "
+            f"model file such as {os.path.join(folder, 'final.keras')}")
 
 
 def read_run(run_dir):
@@ -33,9 +91,10 @@ def load_detector(run=None, weights=None, model=None, num_classes=None, image_si
     """A detector and its class names, from a run folder and/or explicit settings.
 
     Args:
-      run: a training run folder (``run.json`` gives model, classes, anchors, input size).
-      weights: ``best`` / ``final`` / ``last`` of the run, or a path (Keras ``.weights.h5``
-        or Darknet ``.weights``); explicit values override the run's.
+      run: a training run folder (``run.json`` gives model, classes, anchors, input size;
+        its ``best.keras`` / ``final.keras`` are loaded when present), or a ``.keras`` file.
+      weights: ``best`` / ``final`` / ``last`` of the run, or a path (a complete ``.keras``
+        detector, Keras ``.weights.h5`` or Darknet ``.weights``); explicit values override the run's.
       model, num_classes, image_size, anchors: as ``keras-csp train``.
       class_names: list of names, or a file with one name per line.
 
@@ -44,6 +103,17 @@ def load_detector(run=None, weights=None, model=None, num_classes=None, image_si
     """
     from keras_csp.training.models import build_model, parse_anchors
 
+    keras_file = next((p for p in (run, weights, model) if _is_keras_file(p)), None)
+    if run and keras_file is None and os.path.isfile(os.fspath(run)):
+        if os.fspath(run).endswith(".h5"):
+            raise ValueError(weights_only_hint(run))
+        raise ValueError(f"--run {run}: expected a training run folder (with run.json) or a .keras model file")
+    if keras_file is None and run and (weights is None or weights in KERAS_FILES):
+        candidate = os.path.join(os.fspath(run), f"{weights or 'best'}.keras")
+        if os.path.isfile(candidate) and not (model or num_classes or anchors):
+            keras_file = candidate
+    if keras_file is not None:
+        return _from_keras_file(keras_file, class_names, image_size)
     info = read_run(run) if run else {}
     model = model or info.get("model")
     num_classes = num_classes or info.get("num_classes")
@@ -68,9 +138,45 @@ def load_detector(run=None, weights=None, model=None, num_classes=None, image_si
                            anchors=parse_anchors(anchors) if isinstance(anchors, str) else anchors,
                            head_options=info.get("head_options") if model == info.get("model") else None,
                            weights=weights)
+    if hasattr(detector, "set_class_names"):
+        detector.set_class_names(names)
     out = {"class_names": names, "category_ids": info.get("category_ids") or list(range(num_classes)),
            "image_size": int(image_size), "weights": weights, "model": model}
     return detector, out
+
+
+def _read_names_arg(class_names):
+    if isinstance(class_names, (str, os.PathLike)):
+        from keras_csp.data.yolo_txt import read_names
+
+        return read_names(class_names)
+    return None if class_names is None else [str(n) for n in class_names]
+
+
+def _from_keras_file(path, class_names=None, image_size=None):
+    """``(detector, info)`` of a complete ``.keras`` detector file; ``run.json`` beside it (a
+    run folder) supplies the dataset's category ids."""
+    detector = load_keras_detector(path)
+    if not hasattr(detector, "heads"):
+        raise ValueError(f"{path}: expected a keras_csp detector; found a {type(detector).__name__}")
+    num_classes = detector.heads[0].num_classes
+    names = _read_names_arg(class_names) or list(getattr(detector, "class_names", None) or [])
+    run_json = os.path.join(os.path.dirname(os.path.abspath(path)), "run.json")
+    info = {}
+    if os.path.isfile(run_json):
+        with open(run_json, encoding="utf-8") as f:
+            info = json.load(f)
+    names = names or info.get("class_names") or [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for the {num_classes} classes of {path}")
+    if hasattr(detector, "set_class_names"):
+        detector.set_class_names(names)
+    size = detector.detector.inputs[0].shape[1] or image_size or info.get("image_size")
+    if image_size and size and int(image_size) != int(size):
+        raise ValueError(f"{path} takes {size}x{size} inputs; --image-size {image_size} cannot change a saved model")
+    ids = info.get("category_ids") if info.get("num_classes") == num_classes else None
+    return detector, {"class_names": names, "category_ids": ids or list(range(num_classes)),
+                      "image_size": int(size) if size else None, "weights": path, "model": path}
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -133,4 +239,5 @@ def predict_files(detector, paths, out_dir, class_names, score_threshold=0.25, n
     return records
 
 
-__all__ = ["expand_images", "load_detector", "predict_files", "read_image", "read_run", "run_weights"]
+__all__ = ["expand_images", "load_detector", "load_keras_detector", "predict_files", "read_image", "read_run",
+           "run_weights", "save_detector_files", "weights_only_hint"]

@@ -5,6 +5,8 @@ final weights, evaluation, report files. Outputs in ``config.out``:
 
 - ``config.yaml`` (resolved options) and ``run.json`` (classes, anchors: what
   ``keras-csp evaluate/predict --run`` need to rebuild the model);
+- ``best.keras`` / ``final.keras``: the complete detectors (classes, anchors, NMS), loadable
+  with ``keras.saving.load_model(path, safe_mode=True)`` (``save_keras``);
 - ``best.weights.h5`` (best ``val_AP``; best loss without a validation set), ``last.weights.h5``,
   ``final.weights.h5`` (after the last epoch, EMA applied);
 - ``history.json`` / ``history.csv`` / ``curves.png``; ``tensorboard/``; ``results.csv`` (one row per
@@ -54,12 +56,38 @@ def augment_config(config):
 
 
 def resolve_sources(config):
-    """``(train source, validation source or None)`` from the config strings (or objects)."""
-    from keras_csp.data import resolve_source
+    """``(train source, validation source or None)`` from the config strings (or objects):
+    ``data`` (a Darknet ``.data`` / Ultralytics ``data.yaml``) gives both splits (``val``
+    overrides its validation split); ``names`` names the classes of YOLO txt data."""
+    from keras_csp.data.dataset_files import open_detection_source, read_dataset_file
 
-    train = resolve_source(config.train, training=True)
-    val = resolve_source(config.val, training=False) if config.val else None
+    names = getattr(config, "names", None)
+    if getattr(config, "data", None):
+        dataset = read_dataset_file(config.data)
+        if names is not None:
+            from keras_csp.data.yolo_txt import read_names
+
+            dataset.names = read_names(names)
+        train = dataset.source("train")
+        if config.val:
+            val = open_detection_source(config.val, training=False, names=names or train.class_names)
+        else:
+            val = dataset.source("val") if dataset.val else None
+        return train, val
+    train = open_detection_source(config.train, training=True, names=names)
+    val = None
+    if config.val:
+        same_names = names if names is not None else (train.class_names if _is_yolo(config.val) else None)
+        val = open_detection_source(config.val, training=False, names=same_names)
     return train, val
+
+
+def _is_yolo(spec):
+    """Whether ``spec`` is YOLO txt data (a list ``.txt`` or a folder without VOC annotations)."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return False
+    text = os.fspath(spec)
+    return text.endswith(".txt") or (os.path.isdir(text) and not os.path.isdir(os.path.join(text, "Annotations")))
 
 
 def _multi_scale(text):
@@ -176,6 +204,8 @@ def _callbacks(config, model, out, chief, val_ds, val_source, backup_dir, extra)
         callbacks.append(backup)
     if config.ema:
         callbacks.append(EMASwap())
+    early = [c for c in extra if getattr(c, "before_evaluation", False)]  # e.g. the time budget's Deadline
+    callbacks.extend(early)
     evaluator = None
     if val_ds is not None and chief:
         evaluator = COCOEvalCallback(val_ds, val_source, every=config.eval_every,
@@ -192,7 +222,7 @@ def _callbacks(config, model, out, chief, val_ds, val_source, backup_dir, extra)
             logger.warning("TensorBoard logs skipped: the tensorboard package is not installed (pip install tensorboard)")
         else:
             callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), write_graph=False))
-    callbacks.extend(extra)
+    callbacks.extend(c for c in extra if c not in early)
     return callbacks, backup, evaluator
 
 
@@ -221,8 +251,9 @@ def train(config=None, extra_callbacks=(), train_source=None, val_source=None, d
     ``train_source`` / ``val_source`` may be given as source objects instead of the
     ``config.train`` / ``config.val`` strings, and ``detector`` as a built detector instead
     of building ``config.model`` (it must be that model: ``run.json`` records the name).
-    Restarting the same call after a crash resumes from ``<out>/backup``. Returns a
-    :class:`TrainResult`.
+    Restarting the same call after a crash resumes from ``<out>/backup``. With ``time``
+    (minutes; ``train(time=15)``) the epochs are planned from the measured speed instead
+    (``training/budget.py``). Returns a :class:`TrainResult`.
     """
     if config is None:
         config = make_config(**options)
@@ -231,6 +262,11 @@ def train(config=None, extra_callbacks=(), train_source=None, val_source=None, d
     config = TrainConfig(**config.to_dict()).validate() if isinstance(config, TrainConfig) else make_config(**config)
     previous_policy = keras.mixed_precision.global_policy()
     try:
+        if config.time:  # epochs planned from the measured speed (training/budget.py)
+            from keras_csp.training.budget import train_within
+
+            return train_within(config, extra_callbacks=extra_callbacks, train_source=train_source,
+                                val_source=val_source, detector=detector)
         return _train(config, extra_callbacks, train_source, val_source, detector)
     finally:  # the policy is global: do not leak mixed precision into the caller's models
         keras.mixed_precision.set_global_policy(previous_policy)
@@ -305,6 +341,10 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
 
     if chief:
         atomic_save_weights(model, os.path.join(out, "final.weights.h5"))
+        if config.save_keras:  # the complete detectors: best.keras, final.keras (training/restore.py)
+            from keras_csp.training.restore import save_detector_files
+
+            save_detector_files(model, out, info["class_names"])
     evaluation = None
     if evaluator is not None and evaluator.results:
         evaluation = evaluator.results[max(evaluator.results)]

@@ -142,6 +142,7 @@ def test_tiny_backbone_strides_and_weights_from_the_detector_file(tiny_weights):
         "P1": (64, 64, 32), "P2": (32, 32, 64), "P3": (16, 16, 128), "P4": (8, 8, 256),
         "P5": (4, 4, 512)}
     assert len(backbone.darknet_blocks) == 15  # cfg layers 0-26 hold 15 convs
+    assert keras_csp.profile(backbone).params == 3_625_824  # Darknet's count of layers 0-26
     det = detectors.YOLOv4Tiny(input_shape=(128, 128, 3), weights=str(tiny_weights))
     for block in backbone.darknet_blocks:
         for a, b in zip(backbone.get_layer(f"{block}_conv").weights,

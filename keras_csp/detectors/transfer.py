@@ -122,7 +122,7 @@ def load_matching(detector, path, source_num_classes=None, verbose=True):
     if found < ends[-1] and not weights.tail and found in set(ends.tolist()):
         covered = int(np.searchsorted(ends, found)) + 1  # a partial file: whole blocks only
     # Raises (naming where the file ends, or how much is left over) unless the floats fit.
-    arrays = split_weights(weights, source[:covered], f"{detector.name} (file for {classes} classes)")
+    arrays = split_weights(weights, source[:covered], f"{detector.name} (prediction convs for {classes} classes)")
     take, skipped, loaded = [], [], []
     for mine, theirs, parts in zip(ours, source, arrays):
         if mine.fields() == theirs.fields():

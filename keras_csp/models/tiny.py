@@ -54,8 +54,9 @@ def CSPDarknet53Tiny(
 ):
     """Instantiate CSPDarknet53-tiny, the backbone of yolov4-tiny.cfg (its layers 0-26).
 
-    6.0M kernel weights... see the module docstring for the structure. No ImageNet weights
-    were published for it; its trained weights come with YOLOv4-tiny
+    Without the top: 3,625,824 kernel weights and 5.125 BFLOPs at 416x416, the counts Darknet
+    gives for those cfg layers (structure: see the module docstring). No ImageNet weights were
+    published for it; its trained weights come with YOLOv4-tiny
     (``keras_csp.detectors.YOLOv4Tiny(weights="coco")``).
 
     Args:

@@ -160,9 +160,14 @@ def test_tiny_saved_as_keras_loads_back_with_safe_mode(tiny_weights, tmp_path):
     det.save(path)
     back = keras.saving.load_model(path, safe_mode=True)
     assert back.class_names == det.class_names and back.heads == det.heads
+    det.save_weights(tmp_path / "converted.weights.h5")
+    again = detectors.YOLOv4Tiny(input_shape=(TINY_SIZE, TINY_SIZE, 3),
+                                 weights=str(tmp_path / "converted.weights.h5"))
+    assert again.transfer_report is None  # a Keras weights file: Keras' all-or-nothing load
     x = np.random.default_rng(2).random((1, TINY_SIZE, TINY_SIZE, 3), dtype=np.float32)
-    for a, b in zip(det(x, training=False), back(x, training=False)):
+    for a, b, c in zip(det(x, training=False), back(x, training=False), again(x, training=False)):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+        np.testing.assert_array_equal(a.numpy(), c.numpy())
 
 
 # -- YOLOv4 -------------------------------------------------------------------------------

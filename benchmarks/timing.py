@@ -1,30 +1,14 @@
 """Timing helpers shared by the benchmarks: interleaved wall-clock rounds and a LiteRT runner.
 
 Interleaving (every function called once per round, in turn) makes load changes on the
-machine hit every contender alike, so the ratios printed next to a peer stay fair.
+machine hit every contender alike, so the ratios printed next to a peer stay fair. The rounds
+are ``keras_csp.export.benchmark.interleaved_times`` (what ``keras-csp benchmark`` times with).
 """
 
 import os
 import sys
-import time
 
-
-def interleaved_times(functions, arg, repeats, warmup=2, force=None):
-    """Per-call wall times (seconds) of each ``fn(arg)``: ``[[t, ...] per function]``.
-
-    ``force`` turns a result into computed values (e.g. ``.numpy()`` on tensors) inside the
-    timed region, so that asynchronous work is counted."""
-    force = force or (lambda value: value)
-    for fn in functions:
-        for _ in range(warmup):
-            force(fn(arg))
-    times = [[] for _ in functions]
-    for _ in range(repeats):
-        for i, fn in enumerate(functions):
-            start = time.perf_counter()
-            force(fn(arg))
-            times[i].append(time.perf_counter() - start)
-    return times
+from keras_csp.export.benchmark import interleaved_times
 
 
 def tflite_runner(path, threads):
@@ -37,3 +21,6 @@ def tflite_runner(path, threads):
     from yolo_numpy import TFLiteModel
 
     return TFLiteModel(str(path), threads=threads)
+
+
+__all__ = ["interleaved_times", "tflite_runner"]

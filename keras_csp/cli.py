@@ -12,7 +12,6 @@ SUBCOMMANDS = (
     ("keras_csp.data.cli", "add_data_parser"),
     ("keras_csp.export.cli", "add_export_parser"),
     ("keras_csp.export.benchmark", "add_benchmark_parser"),
-    ("keras_csp.export.benchmark", "add_benchmark_parser"),
     ("keras_csp.training.cli", "add_training_parsers"),
     ("keras_csp.weights.cli", "add_weights_parser"),
 )

@@ -271,3 +271,16 @@ def test_tiny_conv29_loads_the_first_29_cfg_layers(shared_dir, tiny_weights, ser
         for a, b in zip(det.detector.get_layer(f"{ours}_conv").weights,
                         reference.get_layer(f"{theirs}_conv").weights):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_named_detector_nms_follows_its_heads():
+    """A detector whose heads ask for diounms predicts with DIoU NMS (as load_detector does)."""
+    from keras_csp.backend import keras
+    from keras_csp.detectors import Detector, HeadSpec
+
+    heads = [HeadSpec(stride=32, anchors=((40, 40), (80, 80)), num_classes=2, nms_kind="diounms", beta_nms=0.8)]
+    inputs = keras.Input((64, 64, 3))
+    outputs = [keras.layers.Conv2D(2 * 7, 1, strides=32)(inputs)]
+    det = Detector(keras.Model(inputs, outputs), heads)
+    assert det.nms_config.method == "diou" and det.nms_config.beta == 0.8
+    assert Detector(keras.Model(inputs, outputs), heads, nms={"iou_threshold": 0.3}).nms_config.method != "diou"

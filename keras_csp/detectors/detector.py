@@ -11,7 +11,7 @@ from keras_csp.backend import keras, register, tf
 from keras_csp.detectors.heads import TINY_ANCHORS, head_level, prior_biases, split_anchors, yolo_head
 from keras_csp.detectors.inference import postprocess
 from keras_csp.detectors.necks import HeadSlot, get_neck, level_index
-from keras_csp.detectors.nms import NMSConfig
+from keras_csp.detectors.nms import NMSConfig, darknet_nms
 from keras_csp.detectors.task import YOLOTask
 from keras_csp.ops.head_spec import HeadSpec
 from keras_csp.models.application import feature_extractor, pyramid_outputs
@@ -51,6 +51,9 @@ class Detector(YOLOTask):
     def __init__(self, detector, heads, matching_anchors=None, nms=None, darknet_blocks=None,
                  class_names=None, **kwargs):
         super().__init__(detector, heads, matching_anchors, **kwargs)
+        kind = getattr(self.heads[-1], "nms_kind", "default") if self.heads else "default"
+        if nms is None and kind != "default":  # the cfg's nms_kind / beta_nms (last [yolo], as Darknet)
+            nms = darknet_nms(kind, self.heads[-1].beta_nms)
         self.nms_config = NMSConfig.coerce(nms)
         blocks = darknet_blocks if darknet_blocks is not None else getattr(
             detector, "darknet_blocks", ())

@@ -265,10 +265,12 @@ def _zoomed(sample, display):
     return image, np.asarray(sample.gt_boxes, np.float64) * zoom, np.asarray(sample.boxes, np.float64) * zoom
 
 
-def plot_image_grid(samples, class_names, path, conf_threshold=cm.CONF_THRESHOLD, columns=2, display=320):
+def plot_image_grid(samples, class_names, path, conf_threshold=cm.CONF_THRESHOLD, columns=2, display=320,
+                    max_drawn=40):
     """``val_images.png``: per image, its labels beside its predictions (score above
-    ``conf_threshold``), class names drawn; ``columns`` pairs per row, each image scaled to
-    ``display`` pixels on its long side."""
+    ``conf_threshold``, at most the ``max_drawn`` best, the caption says how many there are),
+    class names drawn; ``columns`` pairs per row, each image scaled to ``display`` pixels on
+    its long side."""
     from PIL import Image
 
     from keras_csp.visualize import draw_detections, side_by_side
@@ -277,12 +279,15 @@ def plot_image_grid(samples, class_names, path, conf_threshold=cm.CONF_THRESHOLD
         raise ValueError("no validation images to draw")
     cells = []
     for s in samples:
-        shown = int((np.asarray(s.scores) > conf_threshold).sum())
+        scores = np.asarray(s.scores, np.float64)
+        shown = int((scores > conf_threshold).sum())
+        best = np.argsort(-scores, kind="stable")[:max_drawn]  # an untrained model's hundreds: the best only
         image, gt_boxes, boxes = _zoomed(s, display)
         labels = _captioned(draw_detections(image, gt_boxes, s.gt_classes, None, class_names),
                             f"image {s.image_id}: labels ({len(s.gt_classes)})")
-        preds = _captioned(draw_detections(image, boxes, s.classes, s.scores, class_names, conf_threshold),
-                           f"predictions > {conf_threshold:g} ({shown})")
+        count = f"{shown}, best {max_drawn} drawn" if shown > max_drawn else str(shown)
+        preds = _captioned(draw_detections(image, boxes[best], np.asarray(s.classes)[best], scores[best], class_names,
+                                           conf_threshold), f"predictions > {conf_threshold:g} ({count})")
         cells.append(side_by_side([labels, preds], gap=4))
     columns = max(1, min(columns, len(cells)))
     rows = math.ceil(len(cells) / columns)

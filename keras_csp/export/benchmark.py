@@ -182,8 +182,8 @@ def _export(fmt, model, network, heads, folder, samples):
 
     names = serving.output_names(network, heads)
     if fmt == "keras":
-        path = os.path.join(folder, "model.keras")
-        model.save(path)  # the file a user ships for Keras: its size
+        path = os.path.join(folder, "network.keras")
+        network.save(path)  # the network's graph and weights (no optimizer state): its size
         call = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
 
         def run_keras(batch):

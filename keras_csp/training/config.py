@@ -29,7 +29,7 @@ class TrainConfig:
     multi_scale: Optional[str] = None
     cache: bool = False
     shuffle: bool = True
-    max_boxes: int = 100
+    max_boxes: Optional[int] = None  # None: sized from the data (keras_csp.data.pipeline.auto_max_boxes)
     steps_per_epoch: Optional[int] = None
     # model
     model: str = "CSPDarknet53-PANet-SPP"
@@ -70,7 +70,8 @@ class TrainConfig:
 
     def validate(self):
         """Check values; errors name the field and what was received."""
-        positive = ("image_size", "batch_size", "epochs", "max_boxes", "eval_every", "steps_per_execution")
+        positive = ("image_size", "batch_size", "epochs", "eval_every", "steps_per_execution")
+        positive += ("max_boxes",) if self.max_boxes is not None else ()
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

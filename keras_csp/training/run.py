@@ -357,6 +357,9 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
 
         write_run_pictures(out, full_history, model, val_ds, val_source, train_source, config.eval_batches)
     seconds = dict(evaluator.seconds) if evaluator is not None else {}
+    for source in (train_source, val_source):  # boxes cut by max_boxes (warned once when first seen)
+        if source is not None and source.report.num_cut_boxes:
+            logger.warning("%s", source.report.summary())
     return TrainResult(model, full_history, out, evaluation, resolved, info, seconds)
 
 

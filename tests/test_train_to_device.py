@@ -126,12 +126,12 @@ def test_time_budget_two_phases(tmp_path):
                                    min_object=10)
     start = time.perf_counter()
     result = train(train=data["yolo_list"], val=data["yolo_list"], model="test_train_parts:tiny_detector",
-                   image_size=64, batch_size=4, augment="none", time=1.5, eval_every=3, out=str(tmp_path / "run"),
+                   image_size=64, batch_size=4, augment="none", time=3, eval_every=3, out=str(tmp_path / "run"),
                    tensorboard=False, verbose=0, optimizer="adam", learning_rate=0.01)
     seconds = time.perf_counter() - start
     plan = result.run_info["time_budget"]
     assert plan["planned_epochs"] > 1 and plan["epochs_run"] >= 2
-    assert seconds <= 1.5 * 60 + 20  # the deadline (the .keras files are written after it)
+    assert seconds <= 3 * 60 + 20  # the deadline (the .keras files are written after it)
     history = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]
     rates = [history[str(e)]["learning_rate"] for e in range(1, plan["epochs_run"] + 1)]
     assert rates[-1] < rates[0]  # the step decay landed inside the budget

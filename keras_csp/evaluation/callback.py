@@ -5,6 +5,8 @@ callback the same ``logs`` dict, so what this one adds at the end of an epoch is
 later callbacks (best-model checkpoints, CSV, TensorBoard, History, the progress bar) see.
 Epochs without an evaluation log no ``val_*`` entries (no ``val_AP: nan`` on the console;
 the run log leaves those cells empty, and "best" only compares evaluated epochs).
+With a ``ModelEMA`` (``ema=``) the averaged weights are evaluated: swapped in for the
+evaluation and back after it, unless an earlier ``EMASwap`` has put them in already.
 """
 
 import json
@@ -32,13 +34,14 @@ class COCOEvalCallback(keras.callbacks.Callback):
         ``per_class_ap.txt`` are written there after each evaluation.
       max_batches: evaluate only this many batches (quick checks).
       verbose: print a one-line summary after each evaluation.
+      ema: optional ``ModelEMA`` of the model: evaluate its averaged weights.
 
     ``self.results`` maps each evaluated epoch (1-based) to its ``COCOResult``, and
     ``self.seconds`` to the time the evaluation took.
     """
 
     def __init__(self, dataset, source=None, every=1, nms=None, prefix="val_", out_dir=None,
-                 ground_truth=None, max_batches=None, verbose=1):
+                 ground_truth=None, max_batches=None, verbose=1, ema=None):
         super().__init__()
         if int(every) < 1:
             raise ValueError(f"`every` must be a positive number of epochs; received {every!r}")
@@ -50,6 +53,7 @@ class COCOEvalCallback(keras.callbacks.Callback):
         self.out_dir = out_dir
         self.max_batches = max_batches
         self.verbose = verbose
+        self.ema = ema
         self.results = {}
         self.seconds = {}
         self._ground_truth = ground_truth if ground_truth is not None else ground_truth_for(source)
@@ -64,10 +68,17 @@ class COCOEvalCallback(keras.callbacks.Callback):
         """Evaluate the model now; returns the ``COCOResult``."""
         if self._detect is None:
             self._detect = detection_function(self.model, self.nms)
-        return evaluate_detector(
-            self.model, self.dataset, self.source, ground_truth=self._ground_truth, nms=self.nms,
-            max_batches=self.max_batches, detect=self._detect,
-        )
+        swap = self.ema is not None and not self.ema.swapped
+        if swap:
+            self.ema.use_average()
+        try:
+            return evaluate_detector(
+                self.model, self.dataset, self.source, ground_truth=self._ground_truth, nms=self.nms,
+                max_batches=self.max_batches, detect=self._detect,
+            )
+        finally:
+            if swap:
+                self.ema.use_training_weights()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}

@@ -6,8 +6,9 @@ after the backup it points to is complete. A run killed at any instant therefore
 from the last complete backup.
 
 ``BackupAndResume`` saves the whole training state (model weights, batch-norm statistics,
-optimizer slots, the step counter that drives the learning-rate schedule, the EMA of the
-weights) with ``tf.train.Checkpoint`` at each epoch end, in Keras 3 and in tf_keras.
+optimizer slots, the step counter that drives the learning-rate schedule, and with
+``ema=`` the ``ModelEMA``: its averages and update count) with ``tf.train.Checkpoint`` at each
+epoch end, in Keras 3 and in tf_keras.
 Keras' own ``BackupAndRestore`` writes in place (and its weights and epoch files apart).
 """
 
@@ -89,6 +90,8 @@ class BackupAndResume(keras.callbacks.Callback):
       backup_dir: a folder used only by this run's backups.
       keep: complete backups kept (older ones are deleted after a newer one is in place).
       delete_on_success: remove the backups when ``fit`` completes all its epochs.
+      ema: the run's ``ModelEMA``, saved and restored with the model (put this callback
+        before ``EMASwap``, so the backup holds the training weights, not the average).
 
     Use it first in the callback list. ``restore()`` loads the latest backup into the
     (compiled) model and returns the number of finished epochs, which is what to pass as
@@ -96,7 +99,7 @@ class BackupAndResume(keras.callbacks.Callback):
     ``restore()`` was not called. Epochs whose logs are not finite are not backed up.
     """
 
-    def __init__(self, backup_dir, keep=2, delete_on_success=False):
+    def __init__(self, backup_dir, keep=2, delete_on_success=False, ema=None):
         super().__init__()
         if not backup_dir:
             raise ValueError("`backup_dir` must be a folder path")
@@ -105,12 +108,18 @@ class BackupAndResume(keras.callbacks.Callback):
         self.backup_dir = os.fspath(backup_dir)
         self.keep = int(keep)
         self.delete_on_success = delete_on_success
+        self.ema = ema
         self.restored_epoch = None
         self._epochs = None
 
     # -- files ----------------------------------------------------------------------------
     def _checkpoint(self):
-        return tf.train.Checkpoint(model=self.model, optimizer=_optimizer_of(self.model))
+        parts = {"model": self.model, "optimizer": _optimizer_of(self.model)}
+        if self.ema is not None:
+            if self.ema.swapped:  # the backup must hold the training weights and the average apart
+                raise RuntimeError("BackupAndResume ran while the model held the EMA average; put it before EMASwap")
+            parts["ema"] = self.ema
+        return tf.train.Checkpoint(**parts)
 
     def latest(self):
         """``(epoch, checkpoint prefix)`` of the latest complete backup, or ``None``."""
@@ -144,13 +153,16 @@ class BackupAndResume(keras.callbacks.Callback):
             return 0
         epoch, prefix = found
         _build_optimizer(self.model)
+        if self.ema is not None:
+            self.ema.swapped = False  # the backup overwrites the model and the averages alike
         status = self._checkpoint().read(prefix)
         try:
             status.assert_existing_objects_matched()
         except AssertionError as err:
             raise ValueError(
-                f"the backup {prefix} does not fit this model or optimizer (were they changed since it "
-                f"was written? start in another output folder, or delete {self.backup_dir}): {err}"
+                f"the backup {prefix} does not fit this model, optimizer or EMA (were they changed since it "
+                f"was written, or EMA switched on or off? start in another output folder, or delete "
+                f"{self.backup_dir}): {err}"
             ) from None
         self.restored_epoch = epoch
         logger.info("resumed from %s (epoch %d)", prefix, epoch)

@@ -48,9 +48,10 @@ HELP = {
     "weight_decay": "Darknet decay (coupled L2 on kernels) for sgd/adam; decoupled decay for adamw (default 5e-4)",
     "schedule": "steps (x0.1 at 80%% and 90%% of steps: COCO cfgs) | poly (power 4: ImageNet cfgs) | cosine | constant",
     "burn_in": "warm-up steps, Darknet's burn_in (default min(1000, 10%% of the steps))",
-    "ema": "decay d of the model EMA (all weights, BN statistics included; 0: off); evaluation, checkpoints "
-           "and the final weights use the average",
-    "ema_tau": "EMA warm-up: the decay after n steps is d * (1 - exp(-n / tau)) (default 200)",
+    "ema": "decay d of the model EMA (all weights, BN statistics included; 0: off) (default 0.998; YOLOv5's "
+           "0.9999 with --ema-tau 2000 suits runs of 100k+ steps); evaluation, checkpoints and the final weights "
+           "use the average",
+    "ema_tau": "EMA warm-up: the decay after n steps is d * (1 - exp(-n / tau)) (default 100)",
     "mixed_precision": "auto (default: mixed_bfloat16 on CPUs with AMX / AVX512_BF16, mixed_float16 on a GPU, "
                        "else float32) | none | mixed_float16 | mixed_bfloat16",
     "clipnorm": "clip each gradient to this norm",

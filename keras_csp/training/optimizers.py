@@ -1,4 +1,4 @@
-"""Optimizers: SGD with Darknet's weight decay, Adam, AdamW, optionally with an EMA of weights.
+"""Optimizers: SGD with Darknet's weight decay, Adam, AdamW, optionally updating a model EMA.
 
 Darknet's update (``update_convolutional_layer``) adds ``decay * w`` to the gradient of the
 conv / connected weights only (not biases, not batch-norm scales), then applies momentum::
@@ -9,9 +9,12 @@ i.e. an L2 penalty coupled with the gradient (it goes through the momentum), whi
 Keras' ``weight_decay`` (decoupled, and on every variable). ``DarknetSGD`` does exactly that;
 ``"adam"`` uses the same coupled decay (Darknet's ``adam=1``), ``"adamw"`` the decoupled one
 of Loshchilov & Hutter with biases and batch-norm parameters excluded.
+
+Each of them can update a ``ModelEMA`` (:mod:`keras_csp.training.ema`) after every step,
+inside the compiled train step (``make_optimizer(ema=...)``).
 """
 
-from keras_csp.backend import keras, register, tf
+from keras_csp.backend import LEGACY_KERAS, keras, register, tf
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -51,15 +54,60 @@ def _with_coupled_decay(base):
     return CoupledDecay
 
 
+class _EMAHolder:
+    """Keeps the attached EMAs out of the optimizer's tracked state (they are checkpointed
+    on their own, with ``BackupAndResume(ema=...)``)."""
+
+    def __init__(self):
+        self.emas = []
+
+
+def _with_model_ema(base):
+    """A subclass of optimizer ``base`` that runs ``ema.update()`` for each attached
+    ``ModelEMA`` right after applying the gradients (in the train step's graph)."""
+
+    class WithModelEMA(base):
+        def attach_model_ema(self, ema):
+            holder = self.__dict__.get("_csp_ema_holder")
+            if holder is None:
+                holder = _EMAHolder()
+                object.__setattr__(self, "_csp_ema_holder", holder)
+            if ema not in holder.emas:
+                holder.emas.append(ema)
+
+        @property
+        def model_emas(self):
+            holder = self.__dict__.get("_csp_ema_holder")
+            return tuple(holder.emas) if holder else ()
+
+        if LEGACY_KERAS:
+
+            def apply_gradients(self, grads_and_vars, *args, **kwargs):
+                result = super().apply_gradients(grads_and_vars, *args, **kwargs)
+                for ema in self.model_emas:
+                    ema.update()
+                return result
+
+        else:
+
+            def apply(self, grads, trainable_variables=None):
+                result = super().apply(grads, trainable_variables)
+                for ema in self.model_emas:
+                    ema.update()
+                return result
+
+    return WithModelEMA
+
+
 @register
-class DarknetSGD(_with_coupled_decay(keras.optimizers.SGD)):
+class DarknetSGD(_with_model_ema(_with_coupled_decay(keras.optimizers.SGD))):
     """SGD with momentum and Darknet's weight decay (coupled L2 on kernels only).
 
     Args:
       learning_rate: a float or a schedule (``DarknetSchedule``).
       momentum: Darknet's ``momentum`` (0.9 in the paper's cfgs).
       l2_decay: Darknet's ``decay`` (0.0005 in the paper's cfgs).
-      **kwargs: other ``keras.optimizers.SGD`` arguments (``use_ema``, ``clipnorm``, ...).
+      **kwargs: other ``keras.optimizers.SGD`` arguments (``clipnorm``, ...).
     """
 
     def __init__(self, learning_rate=0.001, momentum=0.9, l2_decay=5e-4, **kwargs):
@@ -67,14 +115,19 @@ class DarknetSGD(_with_coupled_decay(keras.optimizers.SGD)):
 
 
 @register
-class DarknetAdam(_with_coupled_decay(keras.optimizers.Adam)):
+class DarknetAdam(_with_model_ema(_with_coupled_decay(keras.optimizers.Adam))):
     """Adam with Darknet's coupled L2 decay on kernels (Darknet's ``adam=1``)."""
 
     def __init__(self, learning_rate=0.001, l2_decay=5e-4, **kwargs):
         super().__init__(learning_rate=learning_rate, l2_decay=l2_decay, **kwargs)
 
 
-def make_optimizer(name="sgd", learning_rate=0.001, momentum=0.9, weight_decay=5e-4, ema=0.0,
+@register
+class CSPAdamW(_with_model_ema(keras.optimizers.AdamW)):
+    """``keras.optimizers.AdamW`` that can update a ``ModelEMA`` after each step."""
+
+
+def make_optimizer(name="sgd", learning_rate=0.001, momentum=0.9, weight_decay=5e-4, ema=None,
                    clipnorm=None):
     """An optimizer by name.
 
@@ -84,26 +137,30 @@ def make_optimizer(name="sgd", learning_rate=0.001, momentum=0.9, weight_decay=5
       learning_rate: float or schedule.
       momentum: SGD momentum (Adam's beta_1 stays 0.9).
       weight_decay: Darknet's ``decay`` for sgd / adam; AdamW's decay rate for adamw.
-      ema: if > 0, keep an exponential moving average of the weights with this momentum
-        (``use_ema``); ``fit`` writes the average into the model when it ends (see ``ema``).
+      ema: a ``ModelEMA`` to update after every step (None: none).
       clipnorm: optional per-variable gradient norm clip.
     """
+    from keras_csp.training.ema import ModelEMA
+
+    if ema is not None and not isinstance(ema, ModelEMA):
+        raise TypeError(
+            f"`ema` must be a ModelEMA (keras_csp.training.ema.ModelEMA(model, decay, tau)) or None; received {ema!r}"
+        )
     kwargs = {}
-    if ema:
-        if not 0.0 < float(ema) < 1.0:
-            raise ValueError(f"`ema` must be a momentum in (0, 1) or 0 (off); received {ema!r}")
-        kwargs.update(use_ema=True, ema_momentum=float(ema))
     if clipnorm:
         kwargs["clipnorm"] = float(clipnorm)
     if name == "sgd":
-        return DarknetSGD(learning_rate, momentum=momentum, l2_decay=weight_decay, **kwargs)
-    if name == "adam":
-        return DarknetAdam(learning_rate, l2_decay=weight_decay, **kwargs)
-    if name == "adamw":
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, **kwargs)
+        optimizer = DarknetSGD(learning_rate, momentum=momentum, l2_decay=weight_decay, **kwargs)
+    elif name == "adam":
+        optimizer = DarknetAdam(learning_rate, l2_decay=weight_decay, **kwargs)
+    elif name == "adamw":
+        optimizer = CSPAdamW(learning_rate, weight_decay=weight_decay, **kwargs)
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-        return optimizer
-    raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+    else:
+        raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+    if ema is not None:
+        ema.attach(optimizer)
+    return optimizer
 
 
-__all__ = ["DarknetAdam", "DarknetSGD", "OPTIMIZERS", "is_decayed", "make_optimizer"]
+__all__ = ["CSPAdamW", "DarknetAdam", "DarknetSGD", "OPTIMIZERS", "is_decayed", "make_optimizer"]

@@ -8,7 +8,7 @@ final weights, evaluation, report files. Outputs in ``config.out``:
 - ``best.keras`` / ``final.keras``: the complete detectors (classes, anchors, NMS), loadable
   with ``keras.saving.load_model(path, safe_mode=True)`` (``save_keras``);
 - ``best.weights.h5`` (best ``val_AP``; best loss without a validation set), ``last.weights.h5``,
-  ``final.weights.h5`` (after the last epoch, EMA applied);
+  ``final.weights.h5`` (after the last epoch; with ``ema`` all three hold the averaged weights);
 - ``history.json`` / ``history.csv`` / ``curves.png``; ``tensorboard/``; ``results.csv`` (one row per
   epoch) and the validation pictures (``confusion_matrix.png``, ``P/R/F1/PR_curve.png``,
   ``labels.png``, ``val_images.png``: ``keras_csp.evaluation.pictures``);
@@ -173,7 +173,7 @@ def set_bn_momentum(model, momentum):
     return count
 
 
-def _compile(model, config, total_steps, start_step=0):
+def _compile(model, config, total_steps, start_step=0, ema=None):
     from keras_csp.training.optimizers import make_optimizer
     from keras_csp.training.schedules import DarknetSchedule
 
@@ -182,7 +182,7 @@ def _compile(model, config, total_steps, start_step=0):
     if policy is None:
         raise ValueError(f"config `schedule` must be steps, poly, cosine or constant; received {config.schedule!r}")
     schedule = DarknetSchedule(config.learning_rate, max(1, total_steps), policy, burn_in=burn_in)
-    optimizer = make_optimizer(config.optimizer, schedule, config.momentum, config.weight_decay, config.ema,
+    optimizer = make_optimizer(config.optimizer, schedule, config.momentum, config.weight_decay, ema,
                                config.clipnorm)
     model.compile(optimizer=optimizer, loss=config.loss, steps_per_execution=config.steps_per_execution)
     if start_step:
@@ -191,7 +191,7 @@ def _compile(model, config, total_steps, start_step=0):
     return model
 
 
-def _callbacks(config, model, out, chief, val_ds, val_source, backup_dir, extra):
+def _callbacks(config, model, out, chief, val_ds, val_source, backup_dir, extra, ema=None):
     from keras_csp.evaluation import COCOEvalCallback
     from keras_csp.losses import NaNGuard
     from keras_csp.training.callbacks import LearningRateLogger, RunLog
@@ -199,11 +199,11 @@ def _callbacks(config, model, out, chief, val_ds, val_source, backup_dir, extra)
     from keras_csp.training.ema import EMASwap
 
     callbacks = [NaNGuard(), LearningRateLogger()]
-    backup = BackupAndResume(backup_dir) if config.backup else None
+    backup = BackupAndResume(backup_dir, ema=ema) if config.backup else None
     if backup:
         callbacks.append(backup)
-    if config.ema:
-        callbacks.append(EMASwap())
+    if ema is not None:  # after the backup (training weights), before evaluation and checkpoints (the average)
+        callbacks.append(EMASwap(ema))
     early = [c for c in extra if getattr(c, "before_evaluation", False)]  # e.g. the time budget's Deadline
     callbacks.extend(early)
     evaluator = None
@@ -315,6 +315,11 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
                                 weights=config.weights)
     if config.bn_momentum is not None:
         set_bn_momentum(model, config.bn_momentum)
+    ema = None
+    if config.ema:
+        from keras_csp.training.ema import ModelEMA
+
+        ema = ModelEMA(model, config.ema, config.ema_tau)
     total = config.epochs * steps
     phases = [(config.freeze_backbone_epochs, True)] if config.freeze_backbone_epochs else []
     phases.append((config.epochs, False))
@@ -325,9 +330,9 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
             layer.trainable = not freeze
         backup_dir = os.path.join(out, phase_dirs[index])
         with strategy.scope():
-            _compile(model, config, total, start_step=start * steps)
+            _compile(model, config, total, start_step=start * steps, ema=ema)
         callbacks, backup, evaluator = _callbacks(config, model, out, chief, val_ds, val_source, backup_dir,
-                                                  list(extra_callbacks))
+                                                  list(extra_callbacks), ema=ema)
         initial = backup.restore(model) if backup else 0
         initial = max(initial, start)
         if initial < end:
@@ -339,6 +344,8 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
                 break
         start = end
 
+    if ema is not None:
+        ema.use_average()  # also when a finished run is restarted and fit had nothing left to do
     if chief:
         atomic_save_weights(model, os.path.join(out, "final.weights.h5"))
         if config.save_keras:  # the complete detectors: best.keras, final.keras (training/restore.py)

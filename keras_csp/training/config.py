@@ -52,7 +52,7 @@ class TrainConfig:
     burn_in: Optional[int] = None
     ema: float = 0.998  # model EMA decay (0: off); benchmarks/ema.py measured 0.998 / tau 100 on short runs
     ema_tau: float = 100.0
-    mixed_precision: str = "none"
+    mixed_precision: str = "auto"  # training/precision.py: bf16 on AMX CPUs, fp16 on GPUs
     clipnorm: Optional[float] = None
     steps_per_execution: int = 1
     # distribution
@@ -81,9 +81,9 @@ class TrainConfig:
             raise ValueError(f"config `image_size` must be a multiple of 32; received {self.image_size}")
         if self.augment not in AUGMENTS:
             raise ValueError(f"config `augment` must be one of {AUGMENTS}; received {self.augment!r}")
-        if self.mixed_precision not in ("none", "mixed_float16", "mixed_bfloat16"):
+        if self.mixed_precision not in ("auto", "none", "mixed_float16", "mixed_bfloat16"):
             raise ValueError(
-                "config `mixed_precision` must be none, mixed_float16 or mixed_bfloat16; "
+                "config `mixed_precision` must be auto, none, mixed_float16 or mixed_bfloat16; "
                 f"received {self.mixed_precision!r}"
             )
         if not 0 <= self.freeze_backbone_epochs < self.epochs + 1:

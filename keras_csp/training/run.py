@@ -233,8 +233,11 @@ def _setup(config):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    if config.mixed_precision != "none":
-        keras.mixed_precision.set_global_policy(config.mixed_precision)
+    from keras_csp.training.precision import resolve_policy
+
+    policy = resolve_policy(config.mixed_precision)  # "auto": bf16 on AMX CPUs, fp16 on GPUs
+    if policy != "none":
+        keras.mixed_precision.set_global_policy(policy)
     return strategy
 
 

@@ -79,26 +79,62 @@ def _replay(text, stream):
     return len(kept)
 
 
+class _LiveFilter:
+    """fd 2 into a pipe; a thread forwards every line that is not a TensorFlow log line to
+    the real stderr as it arrives (a carriage-return progress bar passes at once)."""
+
+    def __init__(self):
+        import threading
+
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        self.read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _write(self, data):
+        os.write(self.saved, data.encode("utf-8", "replace"))
+
+    def _pump(self):
+        pending = ""
+        while True:
+            chunk = os.read(self.read_end, 65536)
+            if not chunk:
+                break
+            pending += chunk.decode("utf-8", "replace")
+            *lines, pending = pending.split("\n")
+            kept = [line + "\n" for line in lines if not is_tf_log_line(line) or _FATAL.match(line)]
+            if "\r" in pending:  # a progress bar redrawing its line: show it now
+                head, pending = pending.rsplit("\r", 1)
+                kept.append(head + "\r")
+            if kept:
+                self._write("".join(kept))
+        if pending and (not is_tf_log_line(pending) or _FATAL.match(pending)):
+            self._write(pending)
+
+    def close(self):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)  # closes the pipe's last write end: the thread sees EOF
+        self.thread.join(timeout=5)
+        os.close(self.read_end)
+        os.close(self.saved)
+
+
 @contextlib.contextmanager
 def filtered_stderr():
-    """Within the block, fd 2 goes to a file; afterwards its lines that are not TensorFlow /
-    TFLite log lines reach the real stderr (LiteRT's interpreter logs below Python). Does
-    nothing unless the quiet console was applied."""
+    """Within the block, lines written to fd 2 (by Python or by C++ code: CUDA's cuInit,
+    LiteRT's delegate notice) reach the real stderr unless they are TensorFlow / TFLite log
+    lines, as they are written. Does nothing unless the quiet console was applied."""
     if not _state["applied"]:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            _replay(capture.read().decode("utf-8", "replace"), sys.stderr)
+    live = _LiveFilter()
+    try:
+        yield
+    finally:
+        live.close()
 
 
 def import_tensorflow_quietly():

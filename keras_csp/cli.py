@@ -55,9 +55,12 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     handler = getattr(args, "handler", None) or args.func
+    from keras_csp.weights import WeightsDownloadError
+
     try:
-        return handler(args) or 0
-    except USER_ERRORS as err:
+        with _quiet.filtered_stderr():  # TF's C++ lines of the run itself (cuInit, LiteRT) stay off the console
+            return handler(args) or 0
+    except (*USER_ERRORS, WeightsDownloadError) as err:
         if _quiet.verbose_requested(argv) or (isinstance(err, KeyError) and not _ours(err)):
             raise
         sys.stdout.flush()

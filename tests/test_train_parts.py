@@ -216,7 +216,7 @@ def test_config_yaml_then_flags(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("epochs: 7\nimage_size: 320\noptimizer: adam\n")
     config = make_config(path, epochs=9, batch_size=None)
-    assert (config.epochs, config.image_size, config.optimizer, config.batch_size) == (9, 320, "adam", 16)
+    assert (config.epochs, config.image_size, config.optimizer, config.batch_size) == (9, 320, "adam", 32)
     path.write_text("epochz: 7\n")
     with pytest.raises(ValueError, match="epochz"):
         make_config(path)

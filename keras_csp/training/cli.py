@@ -19,8 +19,8 @@ HELP = {
             "(replaces --epochs), the schedule spans them, and training stops in time",
     "save_keras": "also write best.keras / final.keras, the complete detectors (--no-save-keras: weights only)",
     "image_size": "square model input side, a multiple of 32 (default 416)",
-    "batch_size": "global batch size, split over the replicas (default 16)",
-    "augment": "default (mosaic, scale, HSV, flip: YOLOv5 hyp.scratch-low) | light (no mosaic) | none",
+    "batch_size": "global batch size, split over the replicas (default: the recipe's 32; --recipe darknet: 16)",
+    "augment": "default (mosaic, scale, HSV, flip: YOLOv5 hyp.scratch-low; the recipe's) | light (no mosaic) | none",
     "mosaic": "mosaic probability (overrides --augment's)",
     "mixup": "mixup probability (overrides --augment's)",
     "multi_scale": "'MIN,MAX' multiples of 32: random input size every 10 batches",
@@ -32,18 +32,23 @@ HELP = {
              "or package.module:function",
     "num_classes": "classes (default: from the training data)",
     "anchors": "'auto' (k-means on the training boxes), 'scaled' (YOLOv3's, scaled to the input) or "
-               "'w,h, w,h, ...; w,h, ...' per level (default: the model's)",
+               "'w,h, w,h, ...; w,h, ...' per level (default: the recipe's auto when training from scratch, "
+               "else the model's)",
     "loss": "box loss for every head: mse | iou | giou | diou | ciou (default: each head's)",
     "head_options": "HeadSpec options for every head, 'key=value,...' (e.g. 'iou_loss=ciou,iou_normalizer=0.07,"
-                    "iou_thresh=0.213,scale_x_y=1.05' as the YOLOv4 cfgs); merged over the model's own",
+                    "iou_thresh=0.213,scale_x_y=1.05' as the YOLOv4 cfgs: the recipe's head); merged over the recipe's "
+                    "head and the model's own (--recipe darknet: over the model's own only)",
     "weights": "initial weights of the whole detector: a Keras .weights.h5 or a Darknet .weights (fine-tuning)",
     "backbone_weights": "initial backbone weights: a Darknet .weights (e.g. csdarknet53.weights) or Keras file",
     "freeze_backbone_epochs": "train the neck and head only for this many epochs first (warm-up for fine-tuning)",
-    "bn_momentum": "momentum of the batch-norm moving statistics (default: the model's, 0.99 as Darknet); "
+    "bn_momentum": "momentum of the batch-norm moving statistics (default: the recipe's 0.9; --recipe darknet: "
+                   "the model's, 0.99 as Darknet); "
                    "0.9 suits short runs, whose weights move faster than 0.99 follows",
     "epochs": "epochs to train (a resumed run still ends at this epoch)",
-    "optimizer": "sgd (momentum, Darknet's weight decay) | adam | adamw",
-    "learning_rate": "peak learning rate after burn-in (default 0.001, the cfgs')",
+    "optimizer": "sgd (momentum, Darknet's weight decay) | adam | adamw (default: the recipe's adam; "
+                 "--recipe darknet: sgd)",
+    "learning_rate": "peak learning rate after burn-in (default: the recipe's 6e-3 for adam; --recipe darknet: "
+                     "0.001, the cfgs')",
     "momentum": "SGD momentum (default 0.9)",
     "weight_decay": "Darknet decay (coupled L2 on kernels) for sgd/adam; decoupled decay for adamw (default 5e-4)",
     "schedule": "steps (x0.1 at 80%% and 90%% of steps: COCO cfgs) | poly (power 4: ImageNet cfgs) | cosine | constant",
@@ -66,6 +71,10 @@ HELP = {
     "seed": "seed of weights init, shuffling and augmentation (default 0)",
     "deterministic": "deterministic TensorFlow ops (slower; bitwise-reproducible runs)",
     "verbose": "0 silent, 1 progress bar, 2 one line per epoch",
+    "recipe": "csp (default): options left unset take keras_csp/training/recipe.py's values (CIoU head with "
+              "iou_thresh 0.213 and scale_x_y 1.05, Adam 6e-3, batch 32, auto anchors, BN momentum 0.9, mosaic, "
+              "EMA; cfg detectors with their own box loss, YOLOv4 / -tiny, keep their head) | darknet: the plain "
+              "defaults (SGD 0.001, batch 16, the model's own head and anchors: the paper's YOLOv3 head)",
 }
 
 

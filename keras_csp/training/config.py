@@ -22,8 +22,8 @@ class TrainConfig:
     val: Optional[str] = None
     names: Optional[str] = None
     image_size: int = 416
-    batch_size: int = 16
-    augment: str = "default"
+    batch_size: Optional[int] = None  # recipe (training/recipe.py): 32
+    augment: Optional[str] = None  # recipe: default (mosaic)
     mosaic: Optional[float] = None
     mixup: Optional[float] = None
     multi_scale: Optional[str] = None
@@ -34,24 +34,24 @@ class TrainConfig:
     # model
     model: str = "CSPDarknet53-PANet-SPP"
     num_classes: Optional[int] = None
-    anchors: Optional[str] = None
+    anchors: Optional[str] = None  # recipe: auto (k-means) when training from scratch
     loss: Optional[str] = None
-    head_options: Optional[str] = None
+    head_options: Optional[str] = None  # recipe: CIoU, iou_thresh, scale_x_y (merged under the user's)
     weights: Optional[str] = None
     backbone_weights: Optional[str] = None
     freeze_backbone_epochs: int = 0
-    bn_momentum: Optional[float] = None
+    bn_momentum: Optional[float] = None  # recipe: 0.9
     # optimisation
     epochs: int = 100
     time: Optional[float] = None
-    optimizer: str = "sgd"
-    learning_rate: float = 0.001
+    optimizer: Optional[str] = None  # recipe: adam
+    learning_rate: Optional[float] = None  # recipe: 6e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "steps"
+    schedule: Optional[str] = None  # recipe: steps
     burn_in: Optional[int] = None
-    ema: float = 0.998  # model EMA decay (0: off); benchmarks/ema.py measured 0.998 / tau 100 on short runs
-    ema_tau: float = 100.0
+    ema: Optional[float] = None  # model EMA decay (0: off); recipe 0.998 / tau 100 (benchmarks/ema.py)
+    ema_tau: Optional[float] = None
     mixed_precision: str = "auto"  # training/precision.py: bf16 on AMX CPUs, fp16 on GPUs
     clipnorm: Optional[float] = None
     steps_per_execution: int = 1
@@ -68,6 +68,15 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     verbose: int = 1
+    # csp: unset options above take training/recipe.py's values; darknet: DARKNET_DEFAULTS
+    recipe: str = "csp"
+
+    def __post_init__(self):
+        """Fill the options left unset (None) from the named recipe (training/recipe.py)."""
+        from keras_csp.training.recipe import apply_recipe
+
+        for key, value in apply_recipe(dataclasses.asdict(self), DARKNET_DEFAULTS).items():
+            object.__setattr__(self, key, value)
 
     def validate(self):
         """Check values; errors name the field and what was received."""
@@ -108,6 +117,11 @@ class TrainConfig:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+
+# recipe="darknet": the plain defaults (the cfgs' SGD at 0.001, the model's own head and anchors);
+# these were TrainConfig's defaults before the recipe.
+DARKNET_DEFAULTS = dict(batch_size=16, augment="default", optimizer="sgd", learning_rate=0.001, schedule="steps",
+                        ema=0.998, ema_tau=100.0)
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 

@@ -19,13 +19,15 @@ import time
 
 import numpy as np
 
+from keras_csp.training.recipe import CSP, HEAD_TEXT
+
 # The demo detector: Table 4's fastest CPU detector (CSPDenseNetb Ref. backbone, PRN head),
 # the one that reached the highest mAP per CPU second on the synthetic shapes among those
 # tried (CSPDenseNetb-Ref-PRN, CSPDenseNetbRef with a three-level PRN, CSPDenseNet-Ref-PRN).
 DEMO_MODEL = "CSPDenseNetb-Ref-PRN"
 
 FULL = dict(image_size=128, train_images=16000, val_images=200, minutes=14.0, max_epochs=300, eval_every=1,
-            batch_size=32, learning_rate=6e-3, augment="none", schedule="steps", target_ap50=0.8)
+            batch_size=CSP["batch_size"], learning_rate=CSP["learning_rate"], augment="none", schedule="steps", target_ap50=0.8)
 QUICK = dict(image_size=128, train_images=400, val_images=100, minutes=2.0, max_epochs=40, eval_every=100,
              batch_size=8, learning_rate=3e-3, augment="none", schedule="steps", target_ap50=0.02)
 # Synthetic-set options of the demo: the plain variant (one background texture, no distractor
@@ -50,8 +52,10 @@ DATA = dict(max_objects=3, min_object=32, clutter=False)
 #   learning-rate decay. The evaluation, the best / final weights and the export use the
 #   average. (The optimizer EMA used before averaged neither BN statistics nor with a ramp:
 #   0.036 vs 0.551.)
-DEMO_EMA = dict(ema=0.998, ema_tau=100.0)
-DEMO_HEAD = "iou_loss=ciou,iou_normalizer=0.07,iou_thresh=0.213,scale_x_y=1.05"
+# The optimizer, head and EMA are the package's default recipe (training/recipe.py, where each
+# choice's source is written); the demo departs from it only in augment="none" and its data.
+DEMO_EMA = dict(ema=CSP["ema"], ema_tau=CSP["ema_tau"])
+DEMO_HEAD = HEAD_TEXT
 
 
 def _load():
@@ -232,7 +236,8 @@ def run_demo(out=None, data_dir=None, quick=False, minutes=None, model=None, ima
     config = make_config(
         train=train_source.annotation_file, val=val_source.annotation_file, model=model, image_size=size,
         batch_size=options["batch_size"], augment=options["augment"], anchors="auto", head_options=DEMO_HEAD,
-        optimizer="adam", learning_rate=options["learning_rate"], weight_decay=5e-4, bn_momentum=0.9,
+        optimizer=CSP["optimizer"], learning_rate=options["learning_rate"], weight_decay=5e-4,
+        bn_momentum=CSP["bn_momentum"],
         schedule="constant", burn_in=max(1, len(train_source) // options["batch_size"]), epochs=1, eval_every=1,
         out=os.path.join(out, "run"), tensorboard=False, seed=seed, cache=True, verbose=verbose, **DEMO_EMA,
     )

@@ -106,3 +106,80 @@ def test_demo_uses_the_recipe():
     assert demo.DEMO_HEAD == recipe.HEAD_TEXT
     assert (demo.FULL["learning_rate"], demo.FULL["batch_size"]) == (recipe.CSP["learning_rate"], recipe.CSP["batch_size"])
     assert demo.DEMO_EMA == {"ema": recipe.CSP["ema"], "ema_tau": recipe.CSP["ema_tau"]}
+
+
+# -- YOLOv5's extra positives (HeadSpec anchor_t / neighbor_cells; off by default) -------------
+def _positives(loss, boxes, grid, size):
+    import numpy as np
+
+    out = loss.assign(np.asarray([boxes], np.float32), [(grid, grid)], (size, size))[0]["gt_index"].numpy()[0]
+    return {(int(c) // grid, int(c) % grid, int(a)) for c, a in zip(*np.nonzero(out >= 0))}
+
+
+def _reference(boxes, anchors, grid, size, anchor_t=0.0, neighbors=False, iou_thresh=1.0):
+    """The positives by loops: best anchor, IoU above iou_thresh, wh ratio below anchor_t; the
+    centre cell and (neighbors) the nearer horizontal and vertical cells."""
+    import math
+
+    found = set()
+    for x1, y1, x2, y2, _ in boxes:
+        w, h = (x2 - x1) * size, (y2 - y1) * size
+        ious = [min(w, aw) * min(h, ah) / (w * h + aw * ah - min(w, aw) * min(h, ah)) for aw, ah in anchors]
+        best = ious.index(max(ious))
+        ok = [a == best or ious[a] > iou_thresh or (anchor_t and max(w / aw, aw / w, h / ah, ah / h) < anchor_t)
+              for a, (aw, ah) in enumerate(anchors)]
+        cx, cy = (x1 + x2) / 2 * grid, (y1 + y2) / 2 * grid
+        col, row = int(math.floor(cx)), int(math.floor(cy))
+        cells = [(row, col)]
+        if neighbors:
+            nc = col - 1 if cx - col < 0.5 else col + 1
+            nr = row - 1 if cy - row < 0.5 else row + 1
+            cells += [(row, nc)] if 0 <= nc < grid else []
+            cells += [(nr, col)] if 0 <= nr < grid else []
+        found |= {(r, c, a) for r, c in cells for a in range(len(anchors)) if ok[a]}
+    return found
+
+
+def test_yolov5_extra_positives_match_the_reference():
+    import numpy as np
+
+    from keras_csp.losses.yolo import YoloLoss
+    from keras_csp.ops.head_spec import HeadSpec
+
+    anchors, grid, size = [(10, 10), (30, 30), (100, 100)], 8, 64
+    rng = np.random.default_rng(3)
+    boxes = []
+    for _ in range(6):
+        cx, cy, w, h = rng.uniform(0.05, 0.95), rng.uniform(0.05, 0.95), rng.uniform(0.1, 0.6), rng.uniform(0.1, 0.6)
+        boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, 0.0])
+    boxes.append([0.0, 0.0, 0.1, 0.1, 0.0])  # centre in the corner cell, near its top-left edge: no neighbours
+    for options in ({}, {"anchor_t": 4.0}, {"neighbor_cells": True}, {"anchor_t": 4.0, "neighbor_cells": True,
+                                                                       "scale_x_y": 2.0}):
+        head = HeadSpec(stride=size // grid, anchors=anchors, num_classes=1, **options)
+        got = _positives(YoloLoss([head]), boxes, grid, size)
+        want = _reference(boxes, anchors, grid, size, options.get("anchor_t", 0.0), options.get("neighbor_cells"))
+        assert got == want, options
+    plain = _positives(YoloLoss([HeadSpec(stride=8, anchors=anchors, num_classes=1)]), boxes, grid, size)
+    more = _positives(YoloLoss([HeadSpec(stride=8, anchors=anchors, num_classes=1, anchor_t=4.0,
+                                         neighbor_cells=True)]), boxes, grid, size)
+    assert plain < more and len(more) >= 2 * len(plain)  # the options add positives; the default is Darknet's
+
+
+def test_yolov5_positives_reach_the_loss_through_head_options():
+    import numpy as np
+
+    from keras_csp.backend import tf
+
+    model = build_model(SMALL, 2, 64, head_options="anchor_t=4,neighbor_cells=true,scale_x_y=2.0")
+    assert all(h.anchor_t == 4.0 and h.neighbor_cells and h.scale_x_y == 2.0 for h in model.heads)
+    from keras_csp.losses.yolo import YoloLoss
+
+    loss = YoloLoss(model.heads)
+    images = tf.random.uniform([2, 64, 64, 3])
+    y_true = tf.constant([[[0.1, 0.2, 0.5, 0.6, 1.0], [0.0, 0.0, 0.0, 0.0, -1.0]]] * 2)
+    with tf.GradientTape() as tape:
+        value = loss(y_true, model(images, training=True))
+    grads = tape.gradient(value, model.trainable_variables)
+    assert np.isfinite(float(value)) and all(g is None or np.isfinite(g.numpy()).all() for g in grads)
+    with pytest.raises(ValueError, match="anchor_t"):
+        build_model(SMALL, 2, 64, head_options="anchor_t=0.5")

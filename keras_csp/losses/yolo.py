@@ -20,7 +20,10 @@ mapping:
   anchor 0) in none. Every other anchor of the scale whose shape IoU
   exceeds ``iou_thresh`` is a positive too (the reference repo's "IoU threshold"). When two
   boxes claim the same cell and anchor, the one listed last gives the box target and the
-  class targets are the union (Darknet overwrites and ORs likewise);
+  class targets are the union (Darknet overwrites and ORs likewise). Two YOLOv5 options add
+  positives (both off by default): ``anchor_t`` (every anchor of the scale within that wh
+  ratio of the box) and ``neighbor_cells`` (the same anchors in the horizontal and vertical
+  neighbour cells nearest the centre);
 - box: positives only, ``iou_normalizer * (1 - IoU_kind(pred, gt))`` for giou/diou/ciou/iou,
   or for ``mse`` ``iou_normalizer * (2 - w h) * (L_xy + L_wh)`` with Darknet's gradients;
 - objectness: BCE on logits, target 1 at positives and 0 elsewhere, except non-positives
@@ -201,6 +204,7 @@ class YoloLoss:
             "valid": valid,
             "centre": centre,
             "size": size,
+            "size_px": size_px,
             "shape_iou": shape_iou,
             "best": best,
         }
@@ -215,26 +219,45 @@ class YoloLoss:
         # when this head owns it; any of this head's anchors above iou_thresh is one too.
         is_best = tf.equal(gt["best"][p][..., None], pool_index)  # [B, M, A]
         over = tf.gather(gt["shape_iou"][p], pool_index, axis=-1) > head.iou_thresh
-        assigned = gt["valid"][..., None] & (is_best | over)
+        assigned = is_best | over
+        if head.anchor_t:  # YOLOv5: anchors within a wh ratio of anchor_t
+            anchors_px = tf.constant(head.anchors, tf.float32)  # [A, 2]
+            ratio = gt["size_px"][..., None, :] / anchors_px  # [B, M, A, 2]
+            worst = tf.reduce_max(tf.maximum(ratio, 1.0 / tf.maximum(ratio, box_ops.EPSILON)), axis=-1)
+            assigned = assigned | (worst < head.anchor_t)
+        assigned = gt["valid"][..., None] & assigned
 
         grid = tf.cast(tf.stack([width, height]), tf.float32)
-        cell_xy = tf.cast(tf.floor(gt["centre"] * grid), tf.int32)
+        scaled = gt["centre"] * grid
+        cell_xy = tf.cast(tf.floor(scaled), tf.int32)
         gx = tf.clip_by_value(cell_xy[..., 0], 0, width - 1)
         gy = tf.clip_by_value(cell_xy[..., 1], 0, height - 1)
-        cell = gy * width + gx  # [B, M]
+        cells, masks = [gy * width + gx], [assigned]  # [B, M] each, [B, M, A] each
+        if head.neighbor_cells:  # YOLOv5: the nearer horizontal and vertical neighbours too
+            frac = scaled - tf.floor(scaled)
+            nx = gx + tf.where(frac[..., 0] < 0.5, -1, 1)
+            ny = gy + tf.where(frac[..., 1] < 0.5, -1, 1)
+            inside_x = (nx >= 0) & (nx < width) & tf.not_equal(frac[..., 0], 0.5)
+            inside_y = (ny >= 0) & (ny < height) & tf.not_equal(frac[..., 1], 0.5)
+            cells += [gy * width + tf.clip_by_value(nx, 0, width - 1), tf.clip_by_value(ny, 0, height - 1) * width + gx]
+            masks += [assigned & inside_x[..., None], assigned & inside_y[..., None]]
+        cell = tf.concat(cells, axis=1)  # [B, K*M]
+        assigned = tf.concat(masks, axis=1)  # [B, K*M, A]
+        repeats = len(cells)
 
         shape = tf.shape(assigned)
-        batch, max_boxes = shape[0], shape[1]
+        batch, max_boxes = shape[0], shape[1] // repeats
         b_idx = tf.broadcast_to(tf.range(batch)[:, None, None], shape)
         c_idx = tf.broadcast_to(cell[..., None], shape)
         a_idx = tf.broadcast_to(tf.range(num_anchors)[None, None, :], shape)
-        indices = tf.stack([b_idx, c_idx, a_idx], axis=-1)  # [B, M, A, 3]
-        m_idx = tf.broadcast_to(tf.range(1, max_boxes + 1)[None, :, None], shape)
+        indices = tf.stack([b_idx, c_idx, a_idx], axis=-1)  # [B, K*M, A, 3]
+        m_idx = tf.tile(tf.range(1, max_boxes + 1), [repeats])
+        m_idx = tf.broadcast_to(m_idx[None, :, None], shape)
         updates = tf.where(assigned, m_idx, 0)
         grid_shape = tf.stack([batch, height * width, num_anchors])
         winner = tf.tensor_scatter_nd_max(tf.zeros(grid_shape, tf.int32), indices, updates) - 1
 
-        one_hot = tf.one_hot(gt["class"], self.num_classes, dtype=tf.float32)  # [B, M, C]
+        one_hot = tf.tile(tf.one_hot(gt["class"], self.num_classes, dtype=tf.float32), [1, repeats, 1])  # [B, K*M, C]
         class_updates = one_hot[:, :, None, :] * tf.cast(assigned, tf.float32)[..., None]
         class_shape = tf.concat([grid_shape, [self.num_classes]], axis=0)
         class_targets = tf.tensor_scatter_nd_max(tf.zeros(class_shape, tf.float32), indices, class_updates)

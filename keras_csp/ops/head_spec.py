@@ -41,6 +41,12 @@ class HeadSpec:
     one of this head's is a positive here (so one box can be a positive in two heads whose
     masks share an anchor, as in yolov4-tiny). Both None: the pool is ``YoloLoss``'s.
     ``nms_kind`` / ``beta_nms``: the section's NMS (see :func:`keras_csp.detectors.nms.darknet_nms`).
+
+    Beyond Darknet (off by default, so the paper's assignment stays the default): ``anchor_t``
+    (YOLOv5's: every anchor of this head with ``max(w/a_w, a_w/w, h/a_h, a_h/h) < anchor_t``
+    is a positive too; 0 disables) and ``neighbor_cells`` (YOLOv5's: the box is also a positive
+    in the horizontal and the vertical neighbour cell nearest its centre; pair it with
+    ``scale_x_y=2`` so that a neighbour's prediction can reach the centre).
     """
 
     stride: int
@@ -59,6 +65,8 @@ class HeadSpec:
     anchor_indices: tuple = None
     nms_kind: str = "default"
     beta_nms: float = 0.6
+    anchor_t: float = 0.0
+    neighbor_cells: bool = False
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -100,8 +108,13 @@ class HeadSpec:
             _fail("nms_kind", f"one of {NMS_KINDS}", self.nms_kind)
         if not _is_number(self.beta_nms) or not self.beta_nms > 0:
             _fail("beta_nms", "a number > 0", self.beta_nms)
+        if not _is_number(self.anchor_t) or not (self.anchor_t == 0 or self.anchor_t > 1):
+            _fail("anchor_t", "0 (off) or a wh ratio > 1 (YOLOv5: 4)", self.anchor_t)
+        if self.neighbor_cells not in (0, 1, True, False):
+            _fail("neighbor_cells", "a bool", self.neighbor_cells)
+        set_("neighbor_cells", bool(self.neighbor_cells))
         for name in ("scale_x_y", "iou_normalizer", "obj_normalizer", "cls_normalizer",
-                     "ignore_thresh", "iou_thresh", "label_smoothing", "beta_nms"):
+                     "ignore_thresh", "iou_thresh", "label_smoothing", "beta_nms", "anchor_t"):
             set_(name, float(getattr(self, name)))
         self._check_pool(set_)
 

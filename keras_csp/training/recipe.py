@@ -94,6 +94,7 @@ def apply_recipe(values, darknet_defaults):
     Returns a new dict; the user's values are kept as given.
     """
     values = dict(values)
+    anchors_given = values.get("anchors") is not None
     name = values.get("recipe") or "csp"
     if name not in RECIPES:
         raise ValueError(f"config `recipe` must be one of {RECIPES}; received {name!r}")
@@ -107,7 +108,7 @@ def apply_recipe(values, darknet_defaults):
         if values.get(key) is None:
             values[key] = value
     model = values.get("model") or "CSPDarknet53-PANet-SPP"
-    if values["anchors"] == "auto" and (values.get("weights") or ":" in str(model)):
+    if not anchors_given and (values.get("weights") or ":" in str(model)):
         values["anchors"] = None  # fine-tuning: the pretrained heads' anchors; factories: their own
     values["head_options"] = recipe_head(model, values.get("head_options"))
     return values

@@ -264,6 +264,13 @@ class YoloSpec(LayerSpec):
         return {
             "stride": net_height // grid_h if grid_h else None,
             "stride_xy": (net_width / grid_w, net_height / grid_h),
+            **self._head_fields(),
+            "layer": self.index,
+        }
+
+    def _head_fields(self):
+        """The HeadSpec fields this [yolo] section sets (one list for the dict and the spec)."""
+        return {
             "anchors": [tuple(self.anchors[m]) for m in self.mask],
             "matching_anchors": [tuple(a) for a in self.anchors],
             "anchor_indices": list(self.mask),
@@ -279,7 +286,6 @@ class YoloSpec(LayerSpec):
             "label_smoothing": self.label_smoothing,
             "nms_kind": self.nms_kind,
             "beta_nms": self.beta_nms,
-            "layer": self.index,
         }
 
     def to_head_spec(self, stride):
@@ -294,24 +300,7 @@ class YoloSpec(LayerSpec):
                 "keras_csp's YOLO loss does not reproduce (see docs/loss.md); remove it, or "
                 "use keras_csp.darknet.load() to build the network without the loss",
             )
-        fields = {
-            "stride": stride,
-            "anchors": [self.anchors[m] for m in self.mask],
-            "matching_anchors": self.anchors,
-            "anchor_indices": self.mask,
-            "num_classes": self.classes,
-            "scale_x_y": self.scale_x_y,
-            "new_coords": bool(self.new_coords),
-            "iou_loss": self.iou_loss,
-            "iou_normalizer": self.iou_normalizer,
-            "obj_normalizer": self.obj_normalizer,
-            "cls_normalizer": self.cls_normalizer,
-            "ignore_thresh": self.ignore_thresh,
-            "iou_thresh": self.iou_thresh,
-            "label_smoothing": self.label_smoothing,
-            "nms_kind": self.nms_kind,
-            "beta_nms": self.beta_nms,
-        }
+        fields = {"stride": stride, **self._head_fields()}
         try:
             return HeadSpec(**fields)
         except ValueError as err:

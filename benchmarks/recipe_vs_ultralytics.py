@@ -272,7 +272,7 @@ def main(argv=None):
         if "error" in r:
             print(f"| {r['set']} | {r['tool']} | failed: {r['error'].splitlines()[-1]} | | | {r['minutes']:.1f} |")
         else:
-            print(f"| {r['set']} | {r['tool']} | {r['AP50']:.3f} | {r['AP']:.3f} | {r['epochs']} | {r['minutes']:.1f} |")
+            print(f"| {r['set']} | {r['tool']} | {r['AP50']:.4f} | {r['AP']:.4f} | {r['epochs']} | {r['minutes']:.1f} |")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"cpu": model, "simd_flags": simd, "flags": flags, "minutes": args.minutes, "results": results,
                    "command": " ".join(sys.argv)}, f, indent=1)

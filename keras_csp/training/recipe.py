@@ -6,7 +6,7 @@ left unset from :data:`CSP`; ``recipe="darknet"`` keeps the plain Darknet / cfg 
 detectors) so the paper's behaviour stays reachable by name. A flag the user gives always wins;
 ``head_options`` given by the user are merged over the recipe's head (key by key).
 
-Sources: R = the paper's repo README (/work/shared/paper/reference-repo-README.md: "CIoU, Scale
+Sources: R = the paper's repo README (WongKinYiu/CrossStagePartialNetworks: "CIoU, Scale
 Sensitivity, IoU Threshold, Greedy NMS, Mosaic"); V4 = YOLOv4's cfgs (AlexeyAB/darknet
 cfg/yolov4*.cfg); V5 = YOLOv5's hyp.scratch-low; D = measured here on the 2-core CPU
 (keras_csp/training/demo.py, benchmarks/ema.py).

@@ -41,7 +41,8 @@ def test_quick_demo_learns(tmp_path):
     assert done.returncode == 0, output[-4000:]  # the exit code says the detector learned
     assert report["learned"]
     floor, final = report["untrained"]["stats"], report["final"]["stats"]
-    assert final["AP50"] >= max(0.02, 3 * floor["AP50"]), (floor, final)
+    # Measured: 0.096 after 7 epochs in its 3 minutes (untrained 0.008), on a loaded 2-core machine.
+    assert final["AP50"] >= max(0.03, 3 * floor["AP50"]), (floor, final)
     assert final["AP"] > floor["AP"]
     assert "held-out mAP@0.5 = " in output
     _check_outputs(tmp_path, report)

@@ -123,8 +123,10 @@ class BudgetPlan:
 
 
 def _burn_in(config, steps):
-    """The warm-up both phases share: the config's, else Darknet's 1000 steps or one epoch."""
-    return config.burn_in if config.burn_in is not None else min(1000, steps)
+    """The warm-up both phases share: the config's, else Darknet's 1000 steps or a quarter of
+    an epoch, whichever is shorter (a whole epoch of warm-up left the 2-minute quick demo with
+    its learning rate decaying as soon as warm-up ended: AP50 0.012, untrained 0.011)."""
+    return config.burn_in if config.burn_in is not None else min(1000, max(1, steps // 4))
 
 
 def _update_run_json(out_dir, plan):

@@ -2,7 +2,6 @@
 feature-pyramid names and weights."""
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -127,28 +126,39 @@ def build_application(
         x = build_stage(x, stage, activation, f"stage{i}", registry, fusion=fusion)
         x = keras.layers.Identity(name=f"P{level}")(x)
 
-    if include_top and spec.top == "conv_pool":
+    x = classifier_top(x, include_top, pooling, classes, classifier_activation, registry,
+                       conv_first=spec.top == "conv_pool")
+    return finish_backbone(inputs, input_tensor, x, name or spec.name, registry, weights, spec.name,
+                           activation, include_top)
+
+
+def classifier_top(x, include_top, pooling, classes, classifier_activation, registry, conv_first=False):
+    """Darknet's classifier (1x1 conv ``predictions`` with the average pool after it when
+    ``conv_first``, before it otherwise), or the ``pooling`` of a headless backbone."""
+    if include_top and conv_first:
         x = conv_bn_act(x, classes, 1, batch_normalize=False, activation="linear", name="predictions", registry=registry)
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if classifier_activation is not None:
-            x = keras.layers.Activation(classifier_activation, name="probabilities")(x)
     elif include_top:
         x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool")(x)
         x = conv_bn_act(x, classes, 1, batch_normalize=False, activation="linear", name="predictions", registry=registry)
         x = keras.layers.Flatten(name="predictions_flat")(x)
-        if classifier_activation is not None:
-            x = keras.layers.Activation(classifier_activation, name="probabilities")(x)
     elif pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    if include_top and classifier_activation is not None:
+        x = keras.layers.Activation(classifier_activation, name="probabilities")(x)
+    return x
 
+
+def finish_backbone(inputs, input_tensor, outputs, name, registry, weights, model_name, activation, include_top):
+    """The functional model, its Darknet block order and its weights (every builder's last step)."""
     model_inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
-    model = keras.Model(model_inputs, x, name=name or spec.name)
+    model = keras.Model(model_inputs, outputs, name=name)
     # Darknet cfg order of the conv blocks; used to map .weights files (not serialized).
     model.darknet_blocks = tuple(registry)
     if weights is not None:
-        pretrained.load(model, weights, spec.name, activation=activation, include_top=include_top)
+        pretrained.load(model, weights, model_name, activation=activation, include_top=include_top)
     return model
 
 

@@ -19,8 +19,7 @@ order, so the first 27 layers of a yolov4-tiny ``.weights`` file (or the whole o
 
 from keras_csp.backend import keras
 from keras_csp.layers import ChannelSlice, conv_bn_act
-from keras_csp.models import pretrained
-from keras_csp.models.application import BackboneSpec, _validate
+from keras_csp.models.application import BackboneSpec, _validate, classifier_top, finish_backbone
 
 _SPEC = BackboneSpec("CSPDarknet53Tiny", stem=(), stages=(), levels=(1, 2, 3, 4, 5),
                      default_size=256)
@@ -106,24 +105,9 @@ def CSPDarknet53Tiny(
     x = conv_bn_act(x, TOP_WIDTH, 3, activation=activation, name="top_conv", registry=registry)
     x = keras.layers.Identity(name="P5")(x)  # /32
 
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool")(x)
-        x = conv_bn_act(x, classes, 1, batch_normalize=False, activation="linear",
-                        name="predictions", registry=registry)
-        x = keras.layers.Flatten(name="predictions_flat")(x)
-        if classifier_activation is not None:
-            x = keras.layers.Activation(classifier_activation, name="probabilities")(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-
-    model_inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
-    model = keras.Model(model_inputs, x, name=name or "CSPDarknet53Tiny")
-    model.darknet_blocks = tuple(registry)  # cfg order, for .weights files (not serialized)
-    if weights is not None:
-        pretrained.load(model, weights, _SPEC.name, activation=activation, include_top=include_top)
-    return model
+    x = classifier_top(x, include_top, pooling, classes, classifier_activation, registry)
+    return finish_backbone(inputs, input_tensor, x, name or "CSPDarknet53Tiny", registry, weights, _SPEC.name,
+                           activation, include_top)
 
 
 __all__ = ["CSPDarknet53Tiny", "tiny_csp_stage"]

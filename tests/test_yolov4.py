@@ -284,3 +284,18 @@ def test_named_detector_nms_follows_its_heads():
     det = Detector(keras.Model(inputs, outputs), heads)
     assert det.nms_config.method == "diou" and det.nms_config.beta == 0.8
     assert Detector(keras.Model(inputs, outputs), heads, nms={"iou_threshold": 0.3}).nms_config.method != "diou"
+
+
+def test_predict_names_the_classes():
+    """With class names, predict gives each box its name ("" for padding rows)."""
+    from keras_csp import detectors
+
+    det = detectors.YOLOv4Tiny(num_classes=3, input_shape=(64, 64, 3), class_names=["cat", "dog", "cup"])
+    det.nms_config = det.nms_config.__class__.coerce({"score_threshold": 0.0, "max_detections": 5})
+    out = det.predict(np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32), verbose=0)
+    labels, classes = np.asarray(out["labels"]), np.asarray(out["classes"])
+    assert labels.shape == classes.shape
+    names = np.array(["cat", "dog", "cup"])
+    for label, cls in zip(labels.reshape(-1), classes.reshape(-1)):
+        assert (label.decode() if isinstance(label, bytes) else label) == (names[cls] if cls >= 0 else "")
+    assert (classes >= 0).any()

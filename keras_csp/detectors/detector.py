@@ -42,7 +42,8 @@ class Detector(YOLOTask):
         for reading ``predict``'s ``classes`` and for export; serialized with the model.
 
     ``predict(images)`` returns a fixed-size dict per image: ``boxes [K, 4]`` (pixel xyxy),
-    ``scores [K]``, ``classes [K]`` (int32, -1 padding) and ``num_detections``. Boxes are in
+    ``scores [K]``, ``classes [K]`` (int32, -1 padding), ``num_detections`` and, when the
+    detector has ``class_names``, ``labels [K]`` (the names, "" for padding). Boxes are in
     pixels of the model input, or of the original images when the data carry the letterbox
     geometry: ``(images, {"image_info": ...})`` as ``keras_csp.data`` evaluation datasets
     yield, or ``{"images": ..., "image_info": ...}`` as input.
@@ -107,7 +108,11 @@ class Detector(YOLOTask):
             x = x["images"]
         elif isinstance(y, dict):
             image_info = y.get("image_info")
-        return self.detect(tf.convert_to_tensor(x), image_info)
+        out = self.detect(tf.convert_to_tensor(x), image_info)
+        if self.class_names:  # "labels": each box's class name ("" for padding rows)
+            names = tf.constant(list(self.class_names) + [""])
+            out["labels"] = tf.gather(names, tf.where(out["classes"] >= 0, out["classes"], len(self.class_names)))
+        return out
 
     def load_darknet_weights(self, path, allow_extra=False):
         """Load a Darknet ``.weights`` file of this detector's cfg (all-or-nothing)."""

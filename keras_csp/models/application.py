@@ -96,18 +96,8 @@ def build_application(
     The stage outputs are named ``P{n}`` (identity layers); see :func:`pyramid_outputs`.
     """
     activation = activation or spec.activation
-    if input_shape is None and input_tensor is None:
-        input_shape = (spec.default_size, spec.default_size, 3) if include_top else (None, None, 3)
-    if input_tensor is not None and input_shape is None:
-        input_shape = tuple(input_tensor.shape[1:])
-    _validate(spec, include_top, weights, classes, input_shape, pooling, activation, fusion)
-
-    if input_tensor is None:
-        inputs = keras.Input(shape=input_shape, name="images")
-    elif keras.backend.is_keras_tensor(input_tensor):
-        inputs = input_tensor
-    else:
-        inputs = keras.Input(tensor=input_tensor, shape=input_shape, name="images")
+    inputs = backbone_inputs(spec, include_top, weights, classes, input_tensor, input_shape, pooling,
+                             activation, fusion)
 
     registry = []
     x = inputs
@@ -130,6 +120,20 @@ def build_application(
                        conv_first=spec.top == "conv_pool")
     return finish_backbone(inputs, input_tensor, x, name or spec.name, registry, weights, spec.name,
                            activation, include_top)
+
+
+def backbone_inputs(spec, include_top, weights, classes, input_tensor, input_shape, pooling, activation, fusion):
+    """The validated ``images`` input of a builder (keras.applications' input_tensor / input_shape rules)."""
+    if input_shape is None and input_tensor is None:
+        input_shape = (spec.default_size, spec.default_size, 3) if include_top else (None, None, 3)
+    if input_tensor is not None and input_shape is None:
+        input_shape = tuple(input_tensor.shape[1:])
+    _validate(spec, include_top, weights, classes, input_shape, pooling, activation, fusion)
+    if input_tensor is None:
+        return keras.Input(shape=input_shape, name="images")
+    if keras.backend.is_keras_tensor(input_tensor):
+        return input_tensor
+    return keras.Input(tensor=input_tensor, shape=input_shape, name="images")
 
 
 def classifier_top(x, include_top, pooling, classes, classifier_activation, registry, conv_first=False):

@@ -19,7 +19,7 @@ order, so the first 27 layers of a yolov4-tiny ``.weights`` file (or the whole o
 
 from keras_csp.backend import keras
 from keras_csp.layers import ChannelSlice, conv_bn_act
-from keras_csp.models.application import BackboneSpec, _validate, classifier_top, finish_backbone
+from keras_csp.models.application import BackboneSpec, backbone_inputs, classifier_top, finish_backbone
 
 _SPEC = BackboneSpec("CSPDarknet53Tiny", stem=(), stages=(), levels=(1, 2, 3, 4, 5),
                      default_size=256)
@@ -81,17 +81,8 @@ def CSPDarknet53Tiny(
             "with the detector: keras_csp.detectors.YOLOv4Tiny(weights='coco'), or "
             "weights='conv.29' for the Darknet backbone file yolov4-tiny.conv.29."
         )
-    if input_shape is None and input_tensor is None:
-        input_shape = (_SPEC.default_size, _SPEC.default_size, 3) if include_top else (None, None, 3)
-    if input_tensor is not None and input_shape is None:
-        input_shape = tuple(input_tensor.shape[1:])
-    _validate(_SPEC, include_top, weights, classes, input_shape, pooling, activation, "both")
-    if input_tensor is None:
-        inputs = keras.Input(shape=input_shape, name="images")
-    elif keras.backend.is_keras_tensor(input_tensor):
-        inputs = input_tensor
-    else:
-        inputs = keras.Input(tensor=input_tensor, shape=input_shape, name="images")
+    inputs = backbone_inputs(_SPEC, include_top, weights, classes, input_tensor, input_shape, pooling,
+                             activation, "both")
 
     registry = []
     x = conv_bn_act(inputs, 32, 3, 2, activation=activation, name="stem_conv1", registry=registry)

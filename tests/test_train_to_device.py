@@ -3,8 +3,8 @@
 ``evaluate`` and ``predict`` take ``--run RUN`` or that file. Wrong inputs are one line.
 
 The run is ``test_cli_quiet.trained_run`` (one subprocess per session). The time budget's
-planning and deadline are checked without training here; ``test_time_budget_two_phases``
-(slow) runs both phases for real."""
+planning and deadline are checked without training here; ``test_time_budget_in_one_run``
+(slow) trains to a real budget."""
 
 import json
 import time
@@ -32,7 +32,7 @@ def test_train_writes_complete_keras_files_with_classes_and_anchors(run):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["class_names"] == names  # from obj.data's names= file, not class_0..
     plan = info["time_budget"]
-    assert plan["minutes"] == 0.05 and plan["planned_epochs"] >= 1 and plan["seconds_per_step"] > 0
+    assert plan["minutes"] == 0.05 and plan["planned_steps"] >= 1 and plan["seconds_per_step"] > 0
     for which in ("best", "final"):
         detector = keras.saving.load_model(run_dir / f"{which}.keras", safe_mode=True, compile=False)
         assert list(detector.class_names) == names
@@ -88,37 +88,102 @@ def test_wrong_inputs_are_one_line(run, tmp_path, capsys, argv, expected):
     assert len(err) == 1 and expected in err[0], err
 
 
-def test_plan_epochs_fits_the_budget():
-    from keras_csp.training.budget import EPOCH_OVERHEAD, plan_epochs
-
-    # 60 s budget, 10 s used by epoch 1, 10 steps of 0.5 s, 2 s evaluations every epoch, 3 s set-up.
-    per_epoch = 10 * 0.5 * EPOCH_OVERHEAD + 2.0
-    planned = plan_epochs(60, 10, 10, 0.5, 2.0, 1, 1000, setup_seconds=3.0)
-    assert planned == 1 + int((60 - 10 - 2 - 3) // per_epoch)
-    assert 10 + (planned - 1) * per_epoch + 2 + 3 <= 60 < 10 + planned * per_epoch + 2 + 3
-    assert plan_epochs(60, 10, 10, 0.5, 2.0, 1, 3) == 3  # the cap
-    assert plan_epochs(60, 70, 10, 0.5, 2.0, 1, 1000) == 1  # over budget already: epoch 1 only
+def _cost(start, end, step_seconds, steps_per_epoch, eval_every, eval_seconds):
+    """Seconds from step ``start`` to ``end``: the steps, an evaluation at every ``eval_every``-th
+    epoch end crossed, and the final evaluation (counted by hand, not with plan_steps)."""
+    evals = sum(1 for s in range(start + 1, end) if s % (steps_per_epoch * eval_every) == 0)
+    return (end - start) * step_seconds + evals * eval_seconds + eval_seconds
 
 
-def test_deadline_stops_mid_epoch_leaving_the_final_evaluation_time():
+@pytest.mark.parametrize("step, left, every", [(0, 60.0, 1), (0, 60.0, 3), (25, 40.0, 1), (7, 300.0, 2)])
+def test_plan_steps_fills_the_time_left_and_no_more(step, left, every):
+    from keras_csp.training.budget import plan_steps
+
+    planned = plan_steps(step, left, 0.5, 10, every, 2.0, 0.0, 10**6)
+    assert _cost(step, planned, 0.5, 10, every, 2.0) <= left < _cost(step, planned + 2, 0.5, 10, every, 2.0)
+
+
+def test_plan_steps_caps_and_floors():
+    from keras_csp.training.budget import plan_steps
+
+    assert plan_steps(0, 60.0, 0.5, 10, 1, 2.0, 0.0, 30) == 30  # max_epochs x steps
+    assert plan_steps(12, 1.0, 0.5, 10, 1, 2.0, 0.0, 10**6) == 13  # over budget already: one more step
+
+
+def _budget_model(schedule):
     from keras_csp.backend import keras
-    from keras_csp.training.budget import Deadline
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    guard = Deadline(time.perf_counter() + 1.0, reserve=0.96)
-    guard.set_model(model)
+    model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
+    model.optimizer.build(model.trainable_variables)
     model.stop_training = False
-    guard.on_epoch_begin(0)
-    guard.on_train_batch_end(0)
+    return model
+
+
+def test_time_budget_plans_from_measured_steps_and_stretches_the_schedule():
+    from keras_csp.training.budget import TimeBudget
+    from keras_csp.training.schedules import DarknetSchedule
+
+    schedule = DarknetSchedule(0.01, 10**6, "steps", burn_in=0, adjustable=True)
+    model = _budget_model(schedule)
+    recorded = []
+    budget = TimeBudget(time.perf_counter() + 3.0, steps_per_epoch=100, eval_every=1, eval_estimate=0.5,
+                        measure_steps=5, log=None, record=recorded.append)
+    budget.set_model(model)
+    budget.attach_schedule(schedule)
+    budget.on_train_begin()
+    budget.on_epoch_begin(0)
+    for batch in range(8):
+        time.sleep(0.01)
+        model.optimizer.iterations.assign_add(1)
+        budget.on_train_batch_end(batch)
+    planned = budget.planned_steps
+    # ~2.5 s left at ~0.01 s per step, 0.5 s for the final evaluation and ~1 per epoch end crossed
+    assert 60 < planned < 300 and recorded == [planned] and schedule.total_steps == planned
+    assert float(schedule(int(0.85 * planned))) == pytest.approx(0.001)  # the decay moved with the plan
+    assert float(schedule(int(0.75 * planned))) == pytest.approx(0.01)
+    model.optimizer.iterations.assign(planned)
+    budget.on_train_batch_end(8)
+    assert model.stop_training and budget.stopped_at == 1 and budget.mid_epoch  # at the planned step
+
+
+def test_time_budget_keeps_a_recorded_plan_and_stops_before_the_deadline():
+    from keras_csp.training.budget import TimeBudget
+    from keras_csp.training.schedules import DarknetSchedule
+
+    schedule = DarknetSchedule(0.01, 10**6, "steps", burn_in=0, adjustable=True)
+    model = _budget_model(schedule)
+    budget = TimeBudget(time.perf_counter() + 1.0, steps_per_epoch=10, eval_estimate=0.96, planned_steps=500,
+                        measure_steps=2, log=None)
+    budget.set_model(model)
+    budget.attach_schedule(schedule)
+    assert schedule.total_steps == 500  # a resumed run: the recorded plan, not a new one
+    budget.on_train_begin()
+    budget.on_epoch_begin(0)
+    model.optimizer.iterations.assign_add(1)
+    budget.on_train_batch_end(0)
     assert not model.stop_training
     time.sleep(0.06)  # now less than the 0.96 s reserved for the final evaluation is left
-    guard.on_train_batch_end(1)
-    assert model.stop_training and guard.stopped_at == 1 and guard.mid_epoch
+    for batch in range(1, 4):
+        model.optimizer.iterations.assign_add(1)
+        budget.on_train_batch_end(batch)
+    assert model.stop_training and budget.stopped_at == 1 and budget.mid_epoch and budget.planned_steps == 500
+
+
+def test_an_adjustable_schedule_serializes_fixed_and_a_fixed_one_refuses_to_move():
+    from keras_csp.training.schedules import DarknetSchedule
+
+    schedule = DarknetSchedule(0.01, 1000, "steps", burn_in=0, adjustable=True)
+    schedule.set_total_steps(200)
+    again = DarknetSchedule.from_config(schedule.get_config())
+    assert again.total_steps == 200 and float(again(170)) == pytest.approx(0.001)
+    with pytest.raises(ValueError, match="adjustable=True"):
+        again.set_total_steps(10)
 
 
 @pytest.mark.slow
-def test_time_budget_two_phases(tmp_path):
-    """A real budget: epoch 1 timed, then the run resumes with the planned epochs and ends in time."""
+def test_time_budget_in_one_run(tmp_path):
+    """A real budget: the run planned from its first steps, the decay inside it, ended in time."""
     from keras_csp.data import write_synthetic_dataset
     from keras_csp.training import train
 
@@ -130,7 +195,7 @@ def test_time_budget_two_phases(tmp_path):
                    tensorboard=False, verbose=0, optimizer="adam", learning_rate=0.01)
     seconds = time.perf_counter() - start
     plan = result.run_info["time_budget"]
-    assert plan["planned_epochs"] > 1 and plan["epochs_run"] >= 2
+    assert plan["planned_epochs"] > 1 and plan["epochs_run"] >= 2 and plan["steps_run"] <= plan["planned_steps"]
     assert seconds <= 3 * 60 + 20  # the deadline (the .keras files are written after it)
     history = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]
     rates = [history[str(e)]["learning_rate"] for e in range(1, plan["epochs_run"] + 1)]

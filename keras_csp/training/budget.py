@@ -1,31 +1,28 @@
-"""Training to a time budget: epochs planned from this machine's measured speed, the
-learning-rate schedule spanning the planned run, and the deadline respected.
+"""Training to a time budget in one run: the length planned from this machine's measured
+speed, the learning-rate schedule stretched to fit it, and the deadline respected.
 
-``train_within`` runs epoch 1 at a constant learning rate (after burn-in) with a
-``StepTimer``, plans how many epochs fit from its median step time, its evaluation time and
-the set-up time, then resumes the same run from its backup for the planned epochs with the
-configured schedule (so the decay lands inside the budget). A ``Deadline`` callback ends
-training early when the machine turns out slower than planned: after the epoch that leaves
-no room for another, or mid-epoch once the time (less the final evaluation) is up; the
-epoch it stops at is evaluated. ``keras-csp train --time``, ``train(time=...)`` and
-``keras-csp demo`` use this one mechanism.
+``training.run.train_within`` runs one ``fit``. Its ``TimeBudget`` callback times the first steady steps,
+sets the schedule's total steps to what fits before the deadline (the work at epoch ends,
+evaluations and checkpoints, measured as it happens and reserved), re-plans at each epoch end
+until the decay is near, and stops at the planned step; the epoch it stops in is evaluated.
+A ``Deadline`` guard stops earlier when the machine turns slower than planned.
+``keras-csp train --time``, ``train(time=...)`` and ``keras-csp demo`` use this one mechanism.
+(It replaced a first version that timed a whole epoch and then restarted the run: a second
+set-up and cache fill, and plans in whole epochs; the full demo used 10.3 of its 14 minutes.)
 """
 
 import dataclasses
-import json
 import math
-import os
 import time
 
 import numpy as np
 
 from keras_csp.backend import keras
 
-# A whole epoch takes a little longer than steps x the median step time of epoch 1 (data
-# pipeline, callbacks, slow steps); a busier machine is caught by the Deadline callback.
-EPOCH_OVERHEAD = 1.05
 # The most epochs a time budget plans (``--time`` replaces ``--epochs``, as Ultralytics' time=).
 MAX_PLANNED_EPOCHS = 10000
+# Step time is planned with this margin (slow steps, the pipeline, callbacks).
+STEP_MARGIN = 1.03
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -44,61 +41,142 @@ class StepTimer(keras.callbacks.Callback):
         steady = np.diff(self.times[2:])
         return float(np.median(steady)) if len(steady) else None
 
-    def first_step_end(self):
-        return self.times[0] if self.times else None
+
+def plan_steps(step, seconds_left, step_seconds, steps_per_epoch, eval_every, eval_seconds, epoch_end_seconds,
+               max_steps):
+    """The run's total steps when ``step`` steps are done and ``seconds_left`` remain: each
+    step costs ``step_seconds``; every epoch end crossed costs ``epoch_end_seconds``, or
+    ``eval_seconds`` every ``eval_every`` epochs; the final evaluation is reserved."""
+    per_eval = steps_per_epoch * max(1, int(eval_every))
+
+    def seconds(end):  # from `step` to `end`: steps, the epoch ends crossed, the final evaluation
+        evals = (end - 1) // per_eval - step // per_eval
+        ends = (end - 1) // steps_per_epoch - step // steps_per_epoch
+        return (end - step) * step_seconds + evals * eval_seconds + (ends - evals) * epoch_end_seconds + eval_seconds
+
+    low, high = step + 1, step + 1 + max(0, math.floor((seconds_left - eval_seconds) / step_seconds))
+    while low < high:  # the last end that fits (seconds() only grows)
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if seconds(middle) <= seconds_left else (low, middle - 1)
+    return int(min(max_steps, low))
 
 
-class Deadline(keras.callbacks.Callback):
-    """Ends training before ``deadline`` (a ``time.perf_counter()`` value).
+class TimeBudget(keras.callbacks.Callback):
+    """Plans the run's length from the measured speed and holds the schedule to it.
 
-    At an epoch's end it stops when another epoch (its evaluation included, every
-    ``eval_every`` epochs) and the final evaluation (``reserve`` seconds) would not fit; within
-    an epoch it stops once less than ``reserve`` seconds are left. It runs before the COCO
-    evaluation callback (``before_evaluation``), which then evaluates the epoch it stopped at.
-    ``stopped_at`` is that epoch (1-based), ``mid_epoch`` whether it was cut short.
+    After ``measure_steps`` steady steps it sets the schedule's total steps (``plan_steps``)
+    and re-plans at every epoch end while under ``replan_until`` of the plan, with the epoch-end
+    work measured so far (an evaluation before the first one is measured: ``eval_estimate``
+    seconds). It stops training at the planned step, or once less than the final evaluation's
+    time is left. A resumed run keeps its recorded ``planned_steps``. Runs before the COCO
+    evaluation callback (``before_evaluation``), which then evaluates the epoch it stopped in.
     """
 
     before_evaluation = True
 
-    def __init__(self, deadline, reserve=0.0, eval_every=1):
+    def __init__(self, deadline, steps_per_epoch, eval_every=1, max_steps=None, eval_estimate=10.0,
+                 planned_steps=None, measure_steps=20, replan_until=0.7, log=print, record=None):
         super().__init__()
         self.deadline = float(deadline)
-        self.reserve = float(reserve)
+        self.steps_per_epoch = max(1, int(steps_per_epoch))
         self.eval_every = max(1, int(eval_every))
-        self.started = None
+        self.max_steps = int(max_steps or MAX_PLANNED_EPOCHS * self.steps_per_epoch)
+        self.eval_estimate = float(eval_estimate)
+        self.planned_steps = int(planned_steps) if planned_steps else None
+        self.fixed = self.planned_steps is not None
+        self.measure_steps = int(measure_steps)
+        self.replan_until = float(replan_until)
+        self.log = log
+        self.record = record  # called with the planned steps whenever they change (run.json)
+        self.schedule = None
+        self.step = 0
+        self.durations = []  # seconds per step, epoch ends excluded
+        self.eval_seconds = None  # measured epoch-end time with an evaluation
+        self.epoch_end_seconds = 0.0  # ... and without one
+        self.plans = []  # (step, planned total) each time the plan was made
         self.epoch = 0
         self.stopped_at = None
         self.mid_epoch = False
+        self._last = None  # when the last batch ended
+        self._epoch_ended = None  # that the previous epoch ended
+        self._batches = 0  # batches since this fit began
+        self._began, self._first_step = None, 0  # when, and at which step, this fit began
+
+    def attach_schedule(self, schedule):
+        """The adjustable ``DarknetSchedule`` the plan is written into (run.py calls this)."""
+        self.schedule = schedule
+        if self.planned_steps:
+            schedule.set_total_steps(self.planned_steps)
+            if self.record:
+                self.record(self.planned_steps)
+
+    def seconds_per_step(self):
+        """The median of the last 200 steady steps (before any: the mean since ``fit`` began)."""
+        recent = self.durations[-200:]
+        if recent:
+            return float(np.median(recent))
+        done = self.step - self._first_step
+        return (self._last - self._began) / done if done > 0 and self._began is not None else None
+
+    def _reserve(self):
+        return self.eval_seconds if self.eval_seconds is not None else self.eval_estimate
+
+    def _plan(self, now):
+        step_seconds = self.seconds_per_step() * STEP_MARGIN
+        planned = plan_steps(self.step, self.deadline - now, step_seconds, self.steps_per_epoch, self.eval_every,
+                             self._reserve(), self.epoch_end_seconds, self.max_steps)
+        planned = max(planned, self.step + 1)
+        if planned != self.planned_steps:
+            first = self.planned_steps is None
+            self.planned_steps = planned
+            if self.schedule is not None:
+                self.schedule.set_total_steps(planned)
+            self.plans.append((self.step, planned))
+            if self.record:
+                self.record(planned)
+            if first and self.log:
+                self.log(f"time budget: {step_seconds / STEP_MARGIN:.3f} s per step -> {planned} steps "
+                         f"({planned / self.steps_per_epoch:.1f} epochs of {self.steps_per_epoch})")
+
+    def on_train_begin(self, logs=None):
+        self.step = self._first_step = int(self.model.optimizer.iterations.numpy())
+        self._last = self._began = time.perf_counter()
+        self._batches = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
+        now = time.perf_counter()
         self.epoch = epoch
+        if self._epoch_ended is not None:  # the previous epoch's end: evaluation, checkpoints
+            spent = now - self._epoch_ended
+            if epoch % self.eval_every == 0:
+                self.eval_seconds = max(spent, self.eval_seconds or 0.0)
+            else:
+                self.epoch_end_seconds = max(spent, self.epoch_end_seconds)
+            unplanned = self.planned_steps is None and self.durations  # an epoch shorter than measure_steps
+            if not self.fixed and (unplanned or self.planned_steps and self.step < self.replan_until * self.planned_steps):
+                self._plan(now)
+        self._last = now
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.stopped_at is None and time.perf_counter() + self.reserve > self.deadline:
-            self.stopped_at, self.mid_epoch = self.epoch + 1, True
-            self.model.stop_training = True
+        now = time.perf_counter()
+        step = int(self.model.optimizer.iterations.numpy())
+        self._batches += 1
+        if step > self.step and self._batches > 2:  # not the first two (tracing, the first cache fill)
+            self.durations.append((now - self._last) / (step - self.step))
+        self.step, self._last = step, now
+        if not self.fixed and self.planned_steps is None and len(self.durations) >= self.measure_steps:
+            self._plan(now)
+        if self.stopped_at is None:
+            reached = self.planned_steps is not None and step >= self.planned_steps
+            if reached or now + self._reserve() > self.deadline:
+                if self.planned_steps is None and not self.fixed:  # out of time before a plan: say so
+                    self._plan(now)
+                self.stopped_at = self.epoch + 1
+                self.mid_epoch = step % self.steps_per_epoch != 0
+                self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.stopped_at is not None:
-            return
-        now = time.perf_counter()
-        evaluating_now = self.reserve if (epoch + 1) % self.eval_every == 0 else 0.0
-        if now + evaluating_now + (now - self.started) + self.reserve > self.deadline:
-            self.stopped_at = epoch + 1
-            self.model.stop_training = True
-
-
-def plan_epochs(budget, used, steps, step_seconds, eval_seconds, eval_every, max_epochs, setup_seconds=0.0):
-    """Epochs (the first, already run, included) that fit ``budget`` seconds after ``used``:
-    each epoch costs ``steps x step_seconds`` (plus ``EPOCH_OVERHEAD``) and its share of an
-    evaluation every ``eval_every`` epochs; the last evaluation and a second set-up (the run
-    resumes once) are reserved."""
-    per_epoch = steps * step_seconds * EPOCH_OVERHEAD + eval_seconds / max(1, eval_every)
-    remaining = budget - used - eval_seconds - setup_seconds
-    if per_epoch <= 0:
-        return int(max_epochs)
-    return int(max(1, min(max_epochs, 1 + math.floor(remaining / per_epoch))))
+        self._epoch_ended = time.perf_counter()
 
 
 @dataclasses.dataclass
@@ -107,118 +185,21 @@ class BudgetPlan:
 
     minutes: float
     steps_per_epoch: int
-    seconds_per_step: float
-    eval_seconds: float
-    setup_seconds: float
-    planned_epochs: int
+    seconds_per_step: float = None
+    eval_seconds: float = None
+    planned_steps: int = None
+    planned_epochs: float = None
+    replans: int = 0
+    steps_run: int = 0
     epochs_run: int = 0
     stopped_at: int = None
     mid_epoch: bool = False
     train_seconds: float = None
 
     def describe(self):
-        return (f"time budget {self.minutes:g} min: {self.seconds_per_step:.3f} s per step x {self.steps_per_epoch} "
-                f"steps per epoch, {self.eval_seconds:.1f} s per evaluation, {self.setup_seconds:.1f} s set-up "
-                f"-> {self.planned_epochs} epochs")
+        return (f"time budget {self.minutes:g} min: {self.steps_run} of {self.planned_steps} planned steps "
+                f"({self.seconds_per_step} s per step, {self.eval_seconds} s per evaluation) in "
+                f"{self.train_seconds} s")
 
 
-def _burn_in(config, steps):
-    """The warm-up both phases share: the config's, else Darknet's 1000 steps or a quarter of
-    an epoch, whichever is shorter (a whole epoch of warm-up left the 2-minute quick demo with
-    its learning rate decaying as soon as warm-up ended: AP50 0.012, untrained 0.011)."""
-    return config.burn_in if config.burn_in is not None else min(1000, max(1, steps // 4))
-
-
-def _update_run_json(out_dir, plan):
-    from keras_csp.training.checkpoints import atomic_write_text
-
-    path = os.path.join(out_dir, "run.json")
-    if not os.path.isfile(path):
-        return
-    with open(path, encoding="utf-8") as f:
-        info = json.load(f)
-    info["time_budget"] = dataclasses.asdict(plan)
-    atomic_write_text(path, json.dumps(info, indent=1))
-
-
-def _recorded_plan(out_dir):
-    path = os.path.join(out_dir, "run.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        recorded = json.load(f).get("time_budget")
-    return BudgetPlan(**recorded) if recorded else None
-
-
-def train_within(config, minutes=None, max_epochs=MAX_PLANNED_EPOCHS, extra_callbacks=(), train_source=None,
-                 val_source=None, detector=None, log=print):
-    """Train ``config`` (a ``TrainConfig``) for ``minutes`` (default ``config.time``) of wall time.
-
-    ``max_epochs`` caps the plan (the demo's ``--epochs``). A restarted run (its backup past
-    epoch 1 and a plan in ``run.json``) continues to the recorded plan. Returns the
-    ``TrainResult`` of the run, with ``run_info["time_budget"]`` the ``BudgetPlan`` as a dict.
-    """
-    from keras_csp.training.run import resolve_sources, train
-    from keras_csp.training.strategy import output_dir
-
-    minutes = float(minutes if minutes is not None else config.time)
-    if not minutes > 0:
-        raise ValueError(f"config `time` must be a positive number of minutes; received {minutes!r}")
-    budget = minutes * 60.0
-    start = time.perf_counter()
-    deadline = start + budget
-    if train_source is None or (config.val and val_source is None):
-        resolved_train, resolved_val = resolve_sources(config)
-        train_source = train_source or resolved_train
-        val_source = val_source or resolved_val
-    steps = config.steps_per_epoch or max(1, len(train_source) // config.batch_size)
-    base = dataclasses.replace(config, time=None, burn_in=_burn_in(config, steps), backup=True)
-    extra = list(extra_callbacks)
-    out = output_dir(config.out)
-
-    plan = _recorded_plan(out)
-    first = None
-    if plan is None:
-        timer = StepTimer()
-        guard = Deadline(deadline)
-        first_config = dataclasses.replace(base, epochs=1, schedule="constant", eval_every=1, save_keras=False,
-                                           freeze_backbone_epochs=min(config.freeze_backbone_epochs, 1))
-        first = train(first_config, extra_callbacks=[timer, guard, *extra], train_source=train_source,
-                      val_source=val_source, detector=detector)
-        used = time.perf_counter() - start
-        step_seconds = timer.seconds_per_step() or used / steps
-        eval_seconds = max(first.eval_seconds.values()) if first.eval_seconds else 0.0
-        first_end = timer.first_step_end()
-        setup = max(0.0, (first_end - start) - step_seconds) if first_end is not None else 0.0
-        planned = 1 if guard.stopped_at else plan_epochs(budget, used, steps, step_seconds, eval_seconds,
-                                                         config.eval_every, max_epochs, setup)
-        plan = BudgetPlan(minutes, steps, round(step_seconds, 4), round(eval_seconds, 2), round(setup, 2), planned,
-                          epochs_run=1, stopped_at=guard.stopped_at, mid_epoch=guard.mid_epoch)
-        log(plan.describe())
-        _update_run_json(out, plan)
-        detector = first.model
-    else:  # a restarted run: the rest of the recorded plan, in the time this call was given
-        log(f"resuming a time-budget run: {plan.planned_epochs} epochs planned")
-    result = first
-    if plan.planned_epochs > 1 and not plan.stopped_at or first is None:
-        guard = Deadline(deadline, reserve=plan.eval_seconds, eval_every=config.eval_every)
-        later = dataclasses.replace(base, epochs=max(1, plan.planned_epochs))
-        result = train(later, extra_callbacks=[guard, *extra], train_source=train_source, val_source=val_source,
-                       detector=detector)
-        if guard.stopped_at is not None:
-            plan.stopped_at, plan.mid_epoch = guard.stopped_at, guard.mid_epoch
-            where = "during" if guard.mid_epoch else "after"
-            log(f"time budget: stopped {where} epoch {guard.stopped_at} of {plan.planned_epochs}")
-    if result is first and config.save_keras:  # no second phase: epoch 1 is the run
-        from keras_csp.training.restore import save_detector_files
-
-        save_detector_files(first.model, out, first.run_info["class_names"])
-    plan.epochs_run = len(result.history.get("loss", [])) or plan.epochs_run
-    plan.train_seconds = round(time.perf_counter() - start, 1)
-    _update_run_json(out, plan)
-    if result.run_info is not None:
-        result.run_info["time_budget"] = dataclasses.asdict(plan)
-    return result
-
-
-__all__ = ["BudgetPlan", "Deadline", "EPOCH_OVERHEAD", "StepTimer", "plan_epochs", "train_within"]
+__all__ = ["BudgetPlan", "MAX_PLANNED_EPOCHS", "StepTimer", "TimeBudget", "plan_steps"]

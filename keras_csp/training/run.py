@@ -19,7 +19,9 @@ final weights, evaluation, report files. Outputs in ``config.out``:
 import dataclasses
 import json
 import logging
+import math
 import os
+import time
 
 from keras_csp.backend import keras, tf
 from keras_csp.training.config import TrainConfig, make_config, save_yaml
@@ -173,7 +175,7 @@ def set_bn_momentum(model, momentum):
     return count
 
 
-def _compile(model, config, total_steps, start_step=0, ema=None):
+def _compile(model, config, total_steps, start_step=0, ema=None, adjustable=False):
     from keras_csp.training.optimizers import make_optimizer
     from keras_csp.training.schedules import DarknetSchedule
 
@@ -181,14 +183,15 @@ def _compile(model, config, total_steps, start_step=0, ema=None):
     policy = {"steps": "steps", "poly": "poly", "cosine": "cosine", "constant": "constant"}.get(config.schedule)
     if policy is None:
         raise ValueError(f"config `schedule` must be steps, poly, cosine or constant; received {config.schedule!r}")
-    schedule = DarknetSchedule(config.learning_rate, max(1, total_steps), policy, burn_in=burn_in)
+    schedule = DarknetSchedule(config.learning_rate, max(1, total_steps), policy, burn_in=burn_in,
+                               adjustable=adjustable)
     optimizer = make_optimizer(config.optimizer, schedule, config.momentum, config.weight_decay, ema,
                                config.clipnorm)
     model.compile(optimizer=optimizer, loss=config.loss, steps_per_execution=config.steps_per_execution)
     if start_step:
         model.optimizer.build(model.trainable_variables)
         model.optimizer.iterations.assign(start_step)
-    return model
+    return schedule
 
 
 def _callbacks(config, model, out, chief, val_ds, val_source, backup_dir, extra, ema=None):
@@ -266,8 +269,6 @@ def train(config=None, extra_callbacks=(), train_source=None, val_source=None, d
     previous_policy = keras.mixed_precision.global_policy()
     try:
         if config.time:  # epochs planned from the measured speed (training/budget.py)
-            from keras_csp.training.budget import train_within
-
             return train_within(config, extra_callbacks=extra_callbacks, train_source=train_source,
                                 val_source=val_source, detector=detector)
         return _train(config, extra_callbacks, train_source, val_source, detector)
@@ -332,8 +333,11 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
         for layer in frozen:
             layer.trainable = not freeze
         backup_dir = os.path.join(out, phase_dirs[index])
+        planners = [c for c in extra_callbacks if hasattr(c, "attach_schedule")]  # the time budget
         with strategy.scope():
-            _compile(model, config, total, start_step=start * steps, ema=ema)
+            schedule = _compile(model, config, total, start_step=start * steps, ema=ema, adjustable=bool(planners))
+        for planner in planners:
+            planner.attach_schedule(schedule)
         callbacks, backup, evaluator = _callbacks(config, model, out, chief, val_ds, val_source, backup_dir,
                                                   list(extra_callbacks), ema=ema)
         initial = backup.restore(model) if backup else 0
@@ -373,4 +377,90 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
     return TrainResult(model, full_history, out, evaluation, resolved, info, seconds)
 
 
-__all__ = ["TrainResult", "augment_config", "make_datasets", "resolve_anchors", "resolve_sources", "train"]
+def _burn_in(config, steps):
+    """The warm-up: the config's, else Darknet's 1000 steps or a quarter of an epoch, whichever
+    is shorter (a whole epoch of warm-up left the 2-minute quick demo with its learning rate
+    decaying as soon as warm-up ended: AP50 0.012, untrained 0.011)."""
+    return config.burn_in if config.burn_in is not None else min(1000, max(1, steps // 4))
+
+
+def _run_json(out_dir):
+    """(path of run.json, its contents or None)."""
+    path = os.path.join(out_dir, "run.json")
+    if not os.path.isfile(path):
+        return path, None
+    with open(path, encoding="utf-8") as f:
+        return path, json.load(f)
+
+
+def _has_backup(out):
+    """Whether a backup to resume from exists in the run folder."""
+    from keras_csp.training.checkpoints import BackupAndResume
+
+    return any(BackupAndResume(os.path.join(out, name)).latest() for name in ("backup", "backup-phase1", "backup-phase2"))
+
+
+def train_within(config, minutes=None, max_epochs=None, extra_callbacks=(), train_source=None,
+                 val_source=None, detector=None, log=print):
+    """Train ``config`` (a ``TrainConfig``) for ``minutes`` (default ``config.time``) of wall time
+    in one ``fit``, its length planned by ``training.budget.TimeBudget``.
+
+    ``max_epochs`` caps the plan (the demo's ``--epochs``). A restarted run (a backup and a
+    plan in ``run.json``) continues to its recorded plan. Returns the ``TrainResult`` of the
+    run, with ``run_info["time_budget"]`` the ``BudgetPlan`` as a dict.
+    """
+    from keras_csp.training.budget import MAX_PLANNED_EPOCHS, BudgetPlan, TimeBudget
+    from keras_csp.training.checkpoints import atomic_write_text
+    from keras_csp.training.strategy import output_dir
+
+    max_epochs = MAX_PLANNED_EPOCHS if max_epochs is None else max_epochs
+    minutes = float(minutes if minutes is not None else config.time)
+    if not minutes > 0:
+        raise ValueError(f"config `time` must be a positive number of minutes; received {minutes!r}")
+    start = time.perf_counter()
+    deadline = start + minutes * 60.0
+    if train_source is None or (config.val and val_source is None):
+        resolved_train, resolved_val = resolve_sources(config)
+        train_source = train_source or resolved_train
+        val_source = val_source or resolved_val
+    steps = config.steps_per_epoch or max(1, len(train_source) // config.batch_size)
+    out = output_dir(config.out)
+    recorded = (_run_json(out)[1] or {}).get("time_budget") if config.backup and _has_backup(out) else None
+    planned = recorded.get("planned_steps") if recorded else None
+    if planned:
+        log(f"resuming a time-budget run: {planned} steps planned")
+    val_batches = math.ceil(len(val_source) / min(config.batch_size, 16)) if val_source is not None else 0
+    if config.eval_batches:
+        val_batches = min(val_batches, config.eval_batches)
+
+    def record(planned_steps):  # a killed run resumes to the same plan
+        path, info = _run_json(out)
+        if info is not None:
+            info["time_budget"] = {"minutes": minutes, "steps_per_epoch": steps, "planned_steps": int(planned_steps)}
+            atomic_write_text(path, json.dumps(info, indent=1))
+
+    budget = TimeBudget(deadline, steps, config.eval_every, max_steps=max_epochs * steps, planned_steps=planned,
+                        eval_estimate=10.0 + 0.5 * val_batches, log=log, record=record)
+    run = dataclasses.replace(config, time=None, epochs=int(max_epochs), burn_in=_burn_in(config, steps))
+    # run.py builds an adjustable schedule and hands it to the callback (TimeBudget.attach_schedule)
+    result = train(run, extra_callbacks=[budget, *extra_callbacks], train_source=train_source,
+                   val_source=val_source, detector=detector)
+    plan = BudgetPlan(minutes, steps, seconds_per_step=round(budget.seconds_per_step() or 0.0, 4),
+                      eval_seconds=round(budget.eval_seconds, 2) if budget.eval_seconds is not None else None,
+                      planned_steps=budget.planned_steps, replans=max(0, len(budget.plans) - 1),
+                      steps_run=budget.step, epochs_run=len(result.history.get("loss", [])),
+                      stopped_at=budget.stopped_at, mid_epoch=budget.mid_epoch,
+                      train_seconds=round(time.perf_counter() - start, 1))
+    plan.planned_epochs = round(plan.planned_steps / steps, 2) if plan.planned_steps else None
+    log(plan.describe())
+    path, info = _run_json(out)
+    if info is not None:
+        info["time_budget"] = dataclasses.asdict(plan)
+        atomic_write_text(path, json.dumps(info, indent=1))
+    if result.run_info is not None:
+        result.run_info["time_budget"] = dataclasses.asdict(plan)
+    return result
+
+
+__all__ = ["TrainResult", "augment_config", "make_datasets", "resolve_anchors", "resolve_sources", "train",
+           "train_within"]

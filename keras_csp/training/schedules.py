@@ -35,10 +35,12 @@ class DarknetSchedule(keras.optimizers.schedules.LearningRateSchedule):
       scales: one factor per entry of ``steps`` (or one for all).
       power: exponent of ``"poly"``.
       min_ratio: floor of ``"cosine"`` / ``"poly"`` as a fraction of ``learning_rate``.
+      adjustable: hold ``total_steps`` in a variable so ``set_total_steps`` can re-plan the
+        run's length after the training step is traced (the time budget, training/budget.py).
     """
 
     def __init__(self, learning_rate, total_steps, policy="steps", burn_in=1000, burn_in_power=4.0,
-                 steps=(0.8, 0.9), scales=0.1, power=4.0, min_ratio=0.0):
+                 steps=(0.8, 0.9), scales=0.1, power=4.0, min_ratio=0.0, adjustable=False):
         super().__init__()
         if policy not in POLICIES:
             raise ValueError(f"`policy` must be one of {POLICIES}; received {policy!r}")
@@ -63,6 +65,16 @@ class DarknetSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.scales = scales
         self.power = float(power)
         self.min_ratio = float(min_ratio)
+        self._planned = tf.Variable(float(self.total_steps), trainable=False, name="planned_steps") if adjustable else None
+
+    def set_total_steps(self, total_steps):
+        """Re-plan the run's length; the traced schedule reads it (needs ``adjustable=True``)."""
+        if self._planned is None:
+            raise ValueError("set_total_steps needs a schedule built with adjustable=True")
+        if int(total_steps) < 1:
+            raise ValueError(f"`total_steps` must be >= 1; received {total_steps!r}")
+        self.total_steps = int(total_steps)
+        self._planned.assign(float(self.total_steps))
 
     def boundaries(self):
         """The ``"steps"`` boundaries as absolute step numbers."""
@@ -72,12 +84,15 @@ class DarknetSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
         base = tf.constant(self.learning_rate, tf.float32)
-        progress = tf.clip_by_value(step / float(self.total_steps), 0.0, 1.0)
+        total = tf.identity(self._planned) if self._planned is not None else float(self.total_steps)
+        progress = tf.clip_by_value(step / total, 0.0, 1.0)
         floor = self.min_ratio * self.learning_rate
         if self.policy == "steps":
             rate = base
-            for boundary, scale in zip(self.boundaries(), self.scales):
-                rate = tf.where(step >= float(boundary), rate * scale, rate)
+            fractions = all(s < 1 for s in self.steps)
+            for fraction, boundary, scale in zip(self.steps, self.boundaries(), self.scales):
+                where = tf.round(fraction * total) if fractions and self._planned is not None else float(boundary)
+                rate = tf.where(step >= where, rate * scale, rate)
         elif self.policy == "poly":
             rate = floor + (base - floor) * tf.pow(1.0 - progress, self.power)
         elif self.policy == "cosine":

@@ -1,6 +1,13 @@
-"""Every model of the library by name, so tools and tests can walk the zoo."""
+"""Every model of the library by name, so tools and tests can walk the zoo.
 
-from keras_csp import models
+A face over :mod:`keras_csp.registry`: the backbones register in ``keras_csp.models``, the cfg
+variant names below, the detectors in ``keras_csp.detectors.builders``.
+"""
+
+import functools
+
+import keras_csp.models as models  # noqa: PLR0402  (the package, not keras_csp/__init__: no cycle)
+import keras_csp.registry as registry  # noqa: PLR0402  (the module, not keras_csp/__init__: no cycle)
 
 BACKBONES = {
     "CSPDarknet53": models.CSPDarknet53,
@@ -59,15 +66,13 @@ for _act in ("leaky", "mish", "swish", "relu"):
     VARIANTS[f"densenet201-{_act}"] = ("DenseNet201", {"activation": _act})
 
 
-def _detectors():
-    from keras_csp.detectors.builders import DETECTORS
-
-    return DETECTORS
+for _variant, (_builder, _defaults) in VARIANTS.items():
+    registry.register(_variant, functools.partial(BACKBONES[_builder], **_defaults), "variant")
 
 
 def names():
     """All buildable names: backbones, cfg-style variant names and detectors."""
-    return sorted(BACKBONES) + sorted(VARIANTS) + sorted(_detectors())
+    return sorted(BACKBONES) + sorted(VARIANTS) + registry.names("detector")
 
 
 def build(name, **kwargs):
@@ -78,9 +83,7 @@ def build(name, **kwargs):
     if name in VARIANTS:
         builder, defaults = VARIANTS[name]
         return BACKBONES[builder](**{**defaults, **kwargs})
-    if name in _detectors():
-        from keras_csp.detectors.builders import build_detector
-
+    if registry.kind_of(name) == "detector":
         kwargs.pop("include_top", None)  # detectors have no classifier top
-        return build_detector(name, **kwargs)
+        return registry.build(name, **kwargs)
     raise ValueError(f"Unknown model {name!r}; known models: {', '.join(names())}.")

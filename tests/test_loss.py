@@ -9,6 +9,7 @@ from test_boxes import np_metrics
 
 from keras_csp.backend import tf
 from keras_csp.losses import YoloLoss
+from keras_csp.darknet import yolo_head_spec
 from keras_csp.ops import HeadSpec, decode_head, decode_heads
 
 BOX_KINDS = ("mse", "iou", "giou", "diou", "ciou")
@@ -212,27 +213,27 @@ def test_head_spec_from_darknet_cfgs(shared_dir):
     """Every [yolo] of the reference cfgs maps onto a HeadSpec with Darknet's values."""
     cfg = shared_dir / "darknet" / "cfg" / "reference-repo" / "csresnext50-panet-spp-original-optimal.cfg"
     sections = _yolo_sections(cfg)
-    specs = [HeadSpec.from_darknet(sec, stride) for sec, stride in zip(sections, (8, 16, 32))]
+    specs = [yolo_head_spec(sec, stride) for sec, stride in zip(sections, (8, 16, 32))]
     assert [s.anchors[0] for s in specs] == [(12.0, 16.0), (36.0, 75.0), (142.0, 110.0)]
     assert [s.scale_x_y for s in specs] == [1.2, 1.1, 1.05]
     first = specs[0]
     assert (first.iou_loss, first.iou_normalizer, first.iou_thresh, first.ignore_thresh) == ("ciou", 0.07, 0.213, 0.7)
     assert first.num_classes == 80 and first.channels == 255
     # defaults are Darknet's: yolov3 has no iou_* options
-    plain = HeadSpec.from_darknet(_yolo_sections(shared_dir / "darknet" / "cfg" / "darknet-repo" / "yolov3.cfg")[0], 32)
+    plain = yolo_head_spec(_yolo_sections(shared_dir / "darknet" / "cfg" / "darknet-repo" / "yolov3.cfg")[0], 32)
     assert (plain.iou_loss, plain.iou_normalizer, plain.iou_thresh, plain.scale_x_y) == ("mse", 0.75, 1.0, 1.0)
     assert plain.anchors == ((116.0, 90.0), (156.0, 198.0), (373.0, 326.0))
 
 
 def test_head_spec_from_darknet_rejects_unsupported_training_options():
     base = {"anchors": "10,13, 16,30", "mask": "0", "classes": "2"}
-    assert HeadSpec.from_darknet({**base, "truth_thresh": "1", "max_delta": "5"}, 8).anchors == ((10.0, 13.0),)
+    assert yolo_head_spec({**base, "truth_thresh": "1", "max_delta": "5"}, 8).anchors == ((10.0, 13.0),)
     with pytest.raises(ValueError, match="objectness_smooth"):
-        HeadSpec.from_darknet({**base, "objectness_smooth": "1"}, 8)
+        yolo_head_spec({**base, "objectness_smooth": "1"}, 8)
     with pytest.raises(ValueError, match="mask"):
-        HeadSpec.from_darknet({**base, "mask": "0,5"}, 8)
+        yolo_head_spec({**base, "mask": "0,5"}, 8)
     with pytest.raises(ValueError, match="anchors"):
-        HeadSpec.from_darknet({"anchors": "10,13,16"}, 8)
+        yolo_head_spec({"anchors": "10,13,16"}, 8)
 
 
 # -------------------------------------------------------------------- decoding
@@ -497,3 +498,10 @@ def test_config_round_trip():
     loss = YoloLoss(two_scale_heads("diou"), matching_anchors=[(6, 5), (12, 14), (20, 10), (24, 30), (40, 36), (99, 99)])
     clone = YoloLoss.from_config(loss.get_config())
     assert clone.heads == loss.heads and clone.matching_anchors == loss.matching_anchors
+
+
+def test_head_spec_from_darknet_is_a_deprecated_alias_of_yolo_head_spec():
+    options = {"mask": "0", "anchors": "10,13, 16,30", "classes": "3", "num": "2"}
+    with pytest.warns(DeprecationWarning, match="yolo_head_spec"):
+        spec = HeadSpec.from_darknet(options, 8)
+    assert spec == yolo_head_spec(options, 8)

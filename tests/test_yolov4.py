@@ -26,7 +26,7 @@ import pytest
 import keras_csp
 from keras_csp import darknet, detectors
 from keras_csp.backend import keras
-from keras_csp.ops.head_spec import HeadSpec
+from keras_csp.darknet import yolo_head_spec
 
 CFGS = {"YOLOv4": "darknet-repo/yolov4.cfg", "YOLOv4-tiny": "darknet-repo/yolov4-tiny.cfg"}
 TINY_SIZE = 160
@@ -78,7 +78,7 @@ def _cfg_heads(network):
     heads, pools = [], []
     for head in network.heads():
         spec = by_index[head["layer"]]
-        heads.append(HeadSpec.from_darknet(spec.options, head["stride"]))
+        heads.append(yolo_head_spec(spec.options, head["stride"]))
         pools.append(tuple(tuple(float(v) for v in a) for a in spec.anchors))
     return heads, pools
 

@@ -10,7 +10,7 @@ conv blocks follow :func:`keras_csp.layers.conv_bn_act`'s naming).
 from keras_csp.darknet.api import cfg_nms, head_specs, load, load_detector, save_weights
 from keras_csp.darknet.builder import block_name, build_model, default_outputs
 from keras_csp.darknet.cfg import Cfg, CfgError, Section, parse_cfg, parse_cfg_text
-from keras_csp.darknet.spec import Network, infer_network
+from keras_csp.darknet.spec import Network, infer_network, yolo_head_spec
 from keras_csp.darknet.summary import format_summary, summarize
 from keras_csp.darknet.weights import (
     DarknetWeights,
@@ -43,6 +43,7 @@ __all__ = [
     "parse_cfg_text",
     "read_weights",
     "save_conv_weights",
+    "yolo_head_spec",
     "save_weights",
     "summarize",
     "write_weights",

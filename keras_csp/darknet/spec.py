@@ -790,8 +790,11 @@ def _yolo(section, base, layers):
 
 
 def yolo_head_spec(options, stride, path="<[yolo] options>"):
-    """The ``HeadSpec`` of one ``[yolo]`` section given as a dict of option strings (as
-    ``HeadSpec.from_darknet``): the same parser and checks as a cfg file's [yolo]."""
+    """The ``HeadSpec`` of one Darknet ``[yolo]`` section given as a dict of option strings:
+    the same parser and checks as a cfg file's [yolo], so a section gives the same spec, or the
+    same error, either way: ``num`` anchors of ``anchors`` form the matching pool, ``mask`` picks
+    this scale's (``range(num)`` when absent), and training options the loss does not
+    reproduce raise ``ValueError``."""
     section = Section(type="yolo", line=None, path=path, header="yolo")
     for key, value in options.items():
         section.options[str(key)] = "".join(str(value).split())

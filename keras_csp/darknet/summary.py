@@ -5,7 +5,7 @@ FLOPs, a pool ``k * k * c * out_h * out_w``, a shortcut one add per output value
 source; the paper's "#Parameter" is the sum of conv kernel sizes (the "W" column).
 """
 
-from keras_csp.darknet import spec as S
+import keras_csp.darknet.spec as S
 from keras_csp.darknet.spec import infer_network
 
 

@@ -129,7 +129,7 @@ class ParamLayer:
 
 def param_layers_from_network(network, names=None):
     """ParamLayers of a :class:`~keras_csp.darknet.spec.Network`, named as the builder names."""
-    from keras_csp.darknet import spec as S
+    import keras_csp.darknet.spec as S
     from keras_csp.darknet.builder import block_name
 
     layers = []

@@ -8,8 +8,8 @@ import os
 
 import numpy as np
 
+import keras_csp.data.decode as decode  # noqa: PLR0402  (the module, not the package: no import cycle)
 from keras_csp.backend import tf
-from keras_csp.data import decode
 from keras_csp.data.source import ClassificationSource, counted_load
 from keras_csp.data.yolo_txt import IMAGE_EXTENSIONS
 

@@ -18,8 +18,8 @@ import dataclasses
 import os
 import random
 
+import keras_csp.data.augment as aug  # the module, not the package: no import cycle
 from keras_csp.backend import tf
-from keras_csp.data import augment as aug
 from keras_csp.data.boxes import pad_boxes
 from keras_csp.data.mosaic import plan_group, render_mosaic, single_pixels
 from keras_csp.data.report import BOXES_CUT, GROUND_TRUTH_CUT, LOGGER

@@ -10,8 +10,8 @@ import re
 
 import numpy as np
 
+import keras_csp.data.decode as decode  # noqa: PLR0402  (the module, not the package: no import cycle)
 from keras_csp.backend import tf
-from keras_csp.data import decode
 from keras_csp.data.boxes import encode_ignored
 from keras_csp.data.report import SkipReport
 from keras_csp.data.structure import CLASSIFICATION_SPEC, ELEMENT_SPEC, make_element

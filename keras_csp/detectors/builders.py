@@ -17,8 +17,10 @@ tests/test_detectors_small.py). Their backbones are themselves reconstructions
 """
 
 import dataclasses
+import functools
 from typing import Optional
 
+import keras_csp.registry as registry  # noqa: PLR0402  (the module, not keras_csp/__init__: no cycle)
 from keras_csp.detectors.detector import YOLODetector
 from keras_csp.detectors.heads import TINY_ANCHORS, TINY_PRN_ANCHORS, YOLOV3_ANCHORS
 from keras_csp.detectors.necks import EFM, GFM, PRN, TinyFPN
@@ -163,17 +165,10 @@ _small("CSPDenseNetb-Ref-PRN", "CSPDenseNetbRef", PRN((256, 160)), 320, "Table 4
 
 
 def _backbone(name, **kwargs):
-    """Build backbone ``name`` from the zoo, or from ``keras_csp.models.small``."""
-    from keras_csp import zoo
-
-    if name in getattr(zoo, "BACKBONES", {}) or name in getattr(zoo, "VARIANTS", {}):
-        return zoo.build(name, **kwargs)
-    from keras_csp.models import small
-
-    builder = getattr(small, name, None)
-    if builder is None:
+    """Build backbone ``name`` (a builder or cfg variant name) from the registry."""
+    if registry.kind_of(name) not in ("backbone", "variant"):
         raise ValueError(f"Unknown backbone {name!r} for a named detector.")
-    return builder(**kwargs)
+    return registry.build(name, **kwargs)
 
 
 def build_detector(
@@ -231,14 +226,14 @@ def build_detector(
 def report(names=None):
     """Rows ``(name, size, measured BFLOPs, target, measured weights, target)`` of the named
     detectors (all by default) at every size of their ``targets``; builds each one."""
-    import keras_csp
+    from keras_csp.profiling import profile
 
     rows = []
     for key in names or DETECTORS:
         spec = DETECTORS[key]
         for size, bflops, params in spec.targets:
             detector = build_detector(spec, input_shape=(size, size, 3))
-            prof = keras_csp.profile(detector.detector)
+            prof = profile(detector.detector)
             rows.append((key, size, prof.bflops, bflops, prof.params, params))
     return rows
 
@@ -336,6 +331,9 @@ PeleeNetPRN = _make("PeleeNet-PRN")
 YOLOv4 = _make("YOLOv4")
 YOLOv4Tiny = _make("YOLOv4-tiny")
 YOLOv4Tiny.__name__ = YOLOv4Tiny.__qualname__ = "YOLOv4Tiny"
+
+for _key in DETECTORS:
+    registry.register(_key, functools.partial(build_detector, _key), "detector")
 
 __all__ = [
     "CSPDarknet53PANetSPP", "CSPDenseNetRefEFMSAM", "CSPDenseNetRefPRN", "CSPDenseNetbRefPRN",

@@ -7,6 +7,7 @@ head (one 1x1 conv per scale). The backbone can be built and loaded alone first 
 or Darknet weights); the detector reuses its layers, so those weights carry over.
 """
 
+import keras_csp.registry as registry  # noqa: PLR0402  (the module, not keras_csp/__init__: no cycle)
 from keras_csp.backend import keras, register, tf
 from keras_csp.detectors.heads import TINY_ANCHORS, head_level, prior_biases, split_anchors, yolo_head
 from keras_csp.detectors.inference import postprocess
@@ -140,9 +141,7 @@ def _build_backbone(backbone, input_shape):
     if isinstance(backbone, keras.Model):
         return backbone
     if isinstance(backbone, str):
-        from keras_csp import zoo
-
-        return zoo.build(backbone, include_top=False, input_shape=input_shape or (None, None, 3))
+        return registry.build(backbone, include_top=False, input_shape=input_shape or (None, None, 3))
     raise TypeError(
         f"`backbone` must be a keras.Model with P{{n}} pyramid layers or a model name; received "
         f"{type(backbone).__name__}."

@@ -173,9 +173,9 @@ def resolve_weights(weights, model):
     if model is None:
         raise ValueError(f"weights={weights!r}: no such file (registry names and aliases need "
                          "a named detector).")
-    from keras_csp import weights as registry
+    from keras_csp.weights import resolve
 
-    return registry.resolve(weights, model)
+    return resolve(weights, model)
 
 
 def load_pretrained(detector, weights, model=None, source_num_classes=None, verbose=True):

@@ -51,3 +51,10 @@ __all__ += SMALL_BACKBONES
 from keras_csp.models.tiny import CSPDarknet53Tiny  # noqa: E402
 
 __all__ += ["CSPDarknet53Tiny"]
+
+from keras_csp.registry import register as _register
+
+for _name in ["CSPDarknet53", "Darknet53", "CSPResNet50", "ResNet50", "CSPResNeXt50", "ResNeXt50",
+              *SMALL_BACKBONES, "CSPDarknet53Tiny"]:
+    _register(_name, globals()[_name], "backbone")
+del _name

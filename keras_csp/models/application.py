@@ -5,9 +5,9 @@ import dataclasses
 
 import numpy as np
 
+import keras_csp.models.pretrained as pretrained  # noqa: PLR0402  (the module, not the package: no cycle)
 from keras_csp.backend import keras, tf
 from keras_csp.layers import check_activation, conv_bn_act
-from keras_csp.models import pretrained
 from keras_csp.models.stages import FUSIONS, apply_partial_ratio, build_stage
 
 POOLINGS = (None, "avg", "max")

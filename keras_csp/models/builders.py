@@ -51,10 +51,10 @@ RATIO_DOC = {
 
 def imagenet_doc(model_name):
     """What ``weights="imagenet"`` does for ``model_name``, from the registry (docstrings)."""
-    from keras_csp import weights
+    from keras_csp.weights import get, names
 
     files = sorted(f"{e.filename} ({e.model_kwargs.get('activation', 'leaky')})"
-                   for e in map(weights.get, weights.names(model_name)) if e.alias == "imagenet")
+                   for e in map(get, names(model_name)) if e.alias == "imagenet")
     if not files:
         return '"imagenet" (keras_csp registers no ImageNet weights for this model yet: it fails naming the models that have them)'
     return f'"imagenet" (the authors\' {", ".join(files)}, fetched by the weights registry or read from its cache; offline it fails with instructions)'

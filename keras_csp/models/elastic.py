@@ -10,7 +10,7 @@ ResNeXt's grouped convs use 16 groups instead of 32. Counts equal Darknet's exac
 
 import dataclasses
 
-from keras_csp.models import families
+import keras_csp.models.families as families  # noqa: PLR0402  (the module, not the package: no cycle)
 from keras_csp.models.builders import make_builder
 
 

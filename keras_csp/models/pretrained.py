@@ -3,7 +3,7 @@ the weights registry resolves (``"imagenet"``, a registered entry; see keras_csp
 
 import os
 
-from keras_csp import weights as weights_registry
+import keras_csp.weights as weights_registry
 
 
 def is_weights_argument(weights):

@@ -14,9 +14,9 @@ main convs and several block runs per stage; every new field defaults to the old
 import dataclasses
 from typing import Optional, Tuple
 
+import keras_csp.models.blocks as _blocks
 from keras_csp.backend import keras
 from keras_csp.layers import DarknetShortcut, activation_layer, conv_bn_act
-from keras_csp.models import blocks as _blocks
 
 FUSIONS = ("both", "first", "last")
 BLOCKS = ("darknet", "bottleneck") + tuple(_blocks.BLOCK_BUILDERS)

@@ -187,16 +187,14 @@ class HeadSpec:
 
     @classmethod
     def from_darknet(cls, options, stride):
-        """A spec from the options of one Darknet ``[yolo]`` section (a dict of option strings).
+        """Deprecated: use :func:`keras_csp.darknet.yolo_head_spec` (the [yolo] parser lives in
+        ``darknet``, above ``ops``; this alias stays for one release)."""
+        import importlib
+        import warnings
 
-        The same parser as cfg files (:func:`keras_csp.darknet.spec.yolo_head_spec`), so a
-        section gives the same spec, or the same error, either way: ``num`` anchors of
-        ``anchors`` form the matching pool, ``mask`` picks this scale's (``range(num)`` when
-        absent), and training options the loss does not reproduce raise ``ValueError``.
-        """
-        from keras_csp.darknet.spec import yolo_head_spec
-
-        return yolo_head_spec(options, stride)
+        warnings.warn("HeadSpec.from_darknet is deprecated; use keras_csp.darknet.yolo_head_spec(options, stride)",
+                      DeprecationWarning, stacklevel=2)
+        return importlib.import_module("keras_csp.darknet.spec").yolo_head_spec(options, stride)
 
 
 def all_anchors(heads):

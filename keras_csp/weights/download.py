@@ -16,7 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from keras_csp.weights import registry
+import keras_csp.weights.registry as registry  # noqa: PLR0402  (the module, not the package: no import cycle)
 
 MIRROR_ENV = "KERAS_CSP_WEIGHTS_MIRROR"
 HOME_ENV = "KERAS_CSP_HOME"

@@ -9,8 +9,8 @@ import operator
 import re
 from dataclasses import dataclass
 
+import keras_csp.darknet.spec as S
 from keras_csp.backend import keras
-from keras_csp.darknet import spec as S
 from keras_csp.layers.activations import activation_layer
 from keras_csp.layers.conv import BN_EPSILON, GroupedConv2D, conv_bn_act
 from keras_csp.layers.darknet_ops import (
@@ -21,6 +21,7 @@ from keras_csp.layers.darknet_ops import (
     ScaleChannels,
 )
 from keras_csp.layers.merge import ChannelSlice, DarknetShortcut
+from keras_csp.layers.normalization import batch_norm
 from keras_csp.layers.pooling import ChannelMaxout, DarknetPool2D
 
 
@@ -83,7 +84,7 @@ def _conv(spec, x, name, shared_layers, share_target):
         )
         bn = None
         if spec.batch_normalize:
-            bn = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")
+            bn = batch_norm(epsilon=BN_EPSILON, name=f"{name}_bn")
         shared_layers[spec.index] = (conv, bn)
     x = conv(x)
     if bn is not None:
@@ -98,7 +99,7 @@ def _connected(spec, x, name):
         x = keras.layers.Reshape((spec.input_shape[2],), name=f"{name}_flatten")(x)
     x = keras.layers.Dense(spec.output, use_bias=not spec.batch_normalize, name=f"{name}_dense")(x)
     if spec.batch_normalize:
-        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+        x = batch_norm(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     x = _act(x, spec.activation, name)
     return keras.layers.Reshape((1, 1, spec.output), name=f"{name}_reshape")(x)
 
@@ -137,7 +138,7 @@ def _layer(spec, tensors, name, shared_layers, share_targets):
     if isinstance(spec, S.ConnectedSpec):
         return _connected(spec, x, name)
     if isinstance(spec, S.BatchNormSpec):
-        return keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+        return batch_norm(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     if isinstance(spec, S.RouteSpec):
         return _route(spec, tensors, name)
     if isinstance(spec, S.ShortcutSpec):

@@ -3,6 +3,7 @@
 from keras_csp.backend import keras, register, tf
 from keras_csp.layers.activations import activation_layer
 from keras_csp.layers.merge import RepeatChannels
+from keras_csp.layers.normalization import batch_norm
 
 BN_EPSILON = 1e-5  # Darknet's batch-norm epsilon (Keras' default is 1e-3)
 
@@ -72,7 +73,7 @@ def conv_bn_act(
             name=f"{name}_conv",
         )(x)
     if batch_normalize:
-        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+        x = batch_norm(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     act = activation_layer(activation, f"{name}_act")
     if act is not None:
         x = act(x)

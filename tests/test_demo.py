@@ -42,7 +42,7 @@ def test_quick_demo_learns(tmp_path):
     assert report["learned"]
     floor, final = report["untrained"]["stats"], report["final"]["stats"]
     # Measured: 0.096 after 7 epochs in its 3 minutes (untrained 0.008), on a loaded 2-core machine.
-    assert final["AP50"] >= max(0.03, 3 * floor["AP50"]), (floor, final)
+    assert final["AP50"] >= max(0.05, 3 * floor["AP50"]), (floor, final)  # measured 0.129 (README)
     assert final["AP"] > floor["AP"]
     assert "held-out mAP@0.5 = " in output
     _check_outputs(tmp_path, report)
@@ -54,9 +54,9 @@ def test_quick_demo_learns(tmp_path):
 
 @pytest.mark.slow
 def test_full_demo_trains_a_useful_detector_in_the_budget(tmp_path):
-    """The README's main job, in full (about 14 minutes). Measured on this 2-core machine:
-    mAP@0.5 0.801 after 12.7 minutes of training (README), the issue's target 0.8 met by a thin
-    margin; this test pins 0.75, as a loaded machine fits fewer epochs in the budget."""
+    """The README's main job, in full (about 16 minutes). Measured on a 2-core Xeon @ 2.80GHz:
+    mAP@0.5 0.809 after 2052 steps in the 14-minute budget (README), the target 0.8 met by a thin
+    margin; this test pins 0.75, as a loaded machine fits fewer steps in the budget."""
     done, output, report = _run_demo(tmp_path, timeout=2400)
     _check_outputs(tmp_path, report)
     print(output[-2500:])

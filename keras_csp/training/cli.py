@@ -15,8 +15,8 @@ HELP = {
     "val": "validation data (same forms); evaluated with COCO mAP every --eval-every epochs",
     "names": "class names file for YOLO txt data, one per line (default: classes.txt / obj.names / *.names "
              "beside the list)",
-    "time": "training time budget in minutes: the epochs are planned from the measured speed of epoch 1 "
-            "(replaces --epochs), the schedule spans them, and training stops in time",
+    "time": "training time budget in minutes: the run's steps are planned from the measured speed of its "
+            "first steps (replaces --epochs), the schedule is stretched to them, and training stops in time",
     "save_keras": "also write best.keras / final.keras, the complete detectors (--no-save-keras: weights only)",
     "image_size": "square model input side, a multiple of 32 (default 416)",
     "batch_size": "global batch size, split over the replicas (default: the recipe's 32; --recipe darknet: 16)",

@@ -28,10 +28,11 @@ DEMO_MODEL = "CSPDenseNetb-Ref-PRN"
 
 FULL = dict(image_size=128, train_images=16000, val_images=200, minutes=14.0, max_epochs=300, eval_every=1,
             batch_size=CSP["batch_size"], learning_rate=CSP["learning_rate"], augment="none", schedule="steps", target_ap50=0.8)
-# Quick: a quarter-epoch warm-up (a whole one left 2 minutes ending in decay: AP50 0.012) and
-# 3 minutes, because the time budget pays a second set-up (~30 s) after timing epoch 1.
+# Quick: 12 warm-up steps (a whole epoch left 2 minutes ending in decay: AP50 0.012) and 3
+# minutes: held-out AP50 0.129 (untrained 0.011) in 713 steps on a 2-core Xeon @ 2.80GHz; the
+# target (and the default test's floor) 0.05 leaves room for a slower or busier machine.
 QUICK = dict(image_size=128, train_images=400, val_images=100, minutes=3.0, max_epochs=40, eval_every=100,
-             burn_in=12, batch_size=8, learning_rate=3e-3, augment="none", schedule="steps", target_ap50=0.03)
+             burn_in=12, batch_size=8, learning_rate=3e-3, augment="none", schedule="steps", target_ap50=0.05)
 # Synthetic-set options of the demo: the plain variant (one background texture, no distractor
 # lines or arcs, solid shapes), up to three shapes per image, at least 32 pixels across. The
 # cluttered default set is harder: mosaic-augmented training on it reached mAP@0.5 0.40 after
@@ -206,7 +207,7 @@ def run_demo(out=None, data_dir=None, quick=False, minutes=None, model=None, ima
     """Run the demo (see the module docstring); returns the report dict (also written to
     ``<out>/report.json``), with ``ok`` telling whether the mAP@0.5 target was met.
 
-    ``quick`` trains about three minutes (target: mAP@0.5 >= 0.03, i.e. visible learning)
+    ``quick`` trains about three minutes (target: mAP@0.5 >= 0.05, i.e. visible learning)
     instead of fourteen (target 0.8). ``minutes`` is the training budget; the number of
     epochs is set after timing the first one on this machine. ``learned`` in the report
     (the command's exit code) says whether mAP@0.5 rose well above the untrained model's.

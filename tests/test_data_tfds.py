@@ -93,3 +93,24 @@ def test_tfds_imagenet_classification(mock):
 def test_tfds_string_sources_resolve(mock):
     images, boxes = next(iter(detection_dataset("tfds:voc/2007", image_size=64, batch_size=2, seed=0, mosaic=False)))
     assert images.shape == (2, 64, 64, 3)
+
+
+@pytest.mark.parametrize("name", ["coco/2017", "voc/2007"])
+def test_tfds_crowd_and_difficult_boxes_are_ignored_regions_in_evaluation(mock, name):
+    from keras_csp.data.boxes import decode_ignored
+
+    source = TfdsDetectionSource(name)
+    assert source.yields_ignored  # detection_dataset(training=False) asks for them
+    plain = list(source.dataset().as_numpy_iterator())
+    with_ignored = list(source.dataset(include_ignored=True).as_numpy_iterator())
+    ignored = 0
+    for a, b in zip(plain, with_ignored):
+        n = len(a["classes"])
+        np.testing.assert_array_equal(b["classes"][:n], a["classes"])  # the targets, unchanged
+        np.testing.assert_allclose(b["boxes"][:n], a["boxes"])
+        extra = b["classes"][n:]
+        assert np.all(extra <= -2) and np.all((decode_ignored(extra) >= 0) & (decode_ignored(extra) < 80))
+        ignored += len(extra)
+    assert ignored > 0  # the mock marks some boxes crowd / difficult
+    kept = TfdsDetectionSource(name, include_crowd=True, include_difficult=True)  # they are targets then
+    assert all(np.all(e["classes"] >= 0) for e in kept.dataset(include_ignored=True).as_numpy_iterator())

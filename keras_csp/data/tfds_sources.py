@@ -8,6 +8,7 @@ clipped to the image and empty or unknown-class boxes dropped; both are counted.
 """
 
 from keras_csp.backend import tf
+from keras_csp.data.boxes import encode_ignored
 from keras_csp.data.source import ClassificationSource, DetectionSource
 from keras_csp.data.structure import make_element, sanitize_boxes
 from keras_csp.data.voc import VOC_CLASSES
@@ -66,8 +67,11 @@ class TfdsDetectionSource(DetectionSource):
         download: run ``download_and_prepare`` first (default False: nothing is fetched).
         shuffle_buffer: decoded images held to shuffle (TFDS decodes before we see them).
 
-    ``category_ids`` are COCO's official ids for ``coco/*`` and ``0..C-1`` otherwise.
+    ``category_ids`` are COCO's official ids for ``coco/*`` and ``0..C-1`` otherwise. Crowd
+    and difficult boxes left out of the targets come back as ignored regions in evaluation.
     """
+
+    yields_ignored = True
 
     def __init__(self, name="coco/2017", split="train", data_dir=None, include_crowd=False,
                  include_difficult=False, download=False, shuffle_buffer=256):
@@ -99,7 +103,7 @@ class TfdsDetectionSource(DetectionSource):
             raise TypeError(f"{self.name}: the number of examples is not known")
         return self._num_examples
 
-    def _convert(self, example):
+    def _convert(self, example, include_ignored=False):
         objects = example["objects"]
         lengths = [tf.shape(objects["bbox"])[0], tf.shape(objects["label"])[0]]
         flags = []
@@ -111,14 +115,19 @@ class TfdsDetectionSource(DetectionSource):
         n = tf.reduce_min(tf.stack(lengths))
         mismatched = tf.reduce_any(tf.not_equal(tf.stack(lengths), n))
         bbox = tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4])[:n]
-        labels = tf.cast(objects["label"], tf.int32)[:n]
+        all_labels = tf.cast(objects["label"], tf.int32)[:n]
         keep = tf.ones([n], tf.bool)
         for flag in flags:
             keep &= tf.logical_not(tf.cast(flag[:n], tf.bool))
-        boxes = tf.stack([bbox[:, 1], bbox[:, 0], bbox[:, 3], bbox[:, 2]], axis=-1)
-        boxes, labels = tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep)
+        all_boxes = tf.stack([bbox[:, 1], bbox[:, 0], bbox[:, 3], bbox[:, 2]], axis=-1)
+        boxes, labels = tf.boolean_mask(all_boxes, keep), tf.boolean_mask(all_labels, keep)
         clean_boxes, clean_labels = sanitize_boxes(boxes, labels, self.num_classes)
         dropped = tf.cast(tf.shape(labels)[0] - tf.shape(clean_labels)[0], tf.int64)
+        if include_ignored:  # crowd / difficult boxes as ignored regions (evaluation: neither misses nor FPs)
+            ignored_boxes, ignored_labels = sanitize_boxes(tf.boolean_mask(all_boxes, ~keep),
+                                                           tf.boolean_mask(all_labels, ~keep), self.num_classes)
+            clean_boxes = tf.concat([clean_boxes, ignored_boxes], axis=0)
+            clean_labels = tf.concat([clean_labels, encode_ignored(ignored_labels)], axis=0)
         updates = [
             self.report.runtime_counter("boxes dropped in-graph (empty, non-finite or unknown class)").assign_add(dropped),
             self.report.runtime_counter("examples with mismatched object-field lengths (cut)").assign_add(
@@ -134,11 +143,14 @@ class TfdsDetectionSource(DetectionSource):
         with tf.control_dependencies(updates):
             return make_element(tf.identity(example["image"]), clean_boxes, clean_labels, image_id)
 
-    def dataset(self, shuffle=False, seed=None):
+    def dataset(self, shuffle=False, seed=None, include_ignored=False):
+        """Elements; ``include_ignored`` appends the crowd / difficult boxes the source leaves
+        out of the targets as ignored regions (class codes ``boxes.encode_ignored``), for
+        evaluation as pycocotools and the VOC protocol treat them."""
         _, ds = _load(self.tfds_name, self.split, self.data_dir, self.download, shuffle, seed)
         if shuffle:
             ds = ds.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        return ds.map(self._convert, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.map(lambda example: self._convert(example, include_ignored), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 class TfdsClassificationSource(ClassificationSource):

@@ -21,7 +21,7 @@ from keras_csp.models import (  # noqa: E402
 )
 from keras_csp.profiling import profile  # noqa: E402
 from keras_csp import zoo  # noqa: E402
-from keras_csp.models import (  # noqa: E402  (small and mobile backbones; issue 4)
+from keras_csp.models import (  # noqa: E402  (small and mobile backbones)
     CSPDarknet53Elastic,
     CSPDenseNet201,
     CSPDenseNet201Elastic,
@@ -41,5 +41,5 @@ from keras_csp.models import (  # noqa: E402  (small and mobile backbones; issue
     PeleeNet,
     ResNet10,
 )
-from keras_csp.models import CSPDarknet53Tiny  # noqa: E402  (YOLOv4-tiny's backbone; issue 14)
-from keras_csp import detectors  # noqa: E402  (YOLO detectors, necks, NMS; issue 5)
+from keras_csp.models import CSPDarknet53Tiny  # noqa: E402  (YOLOv4-tiny's backbone)
+from keras_csp import detectors  # noqa: E402  (YOLO detectors, necks, NMS)

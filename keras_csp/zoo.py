@@ -37,7 +37,7 @@ for _act in ("leaky", "mish", "swish", "relu"):
     VARIANTS[f"resnet50-{_act}"] = ("ResNet50", {"activation": _act})
     VARIANTS[f"resnext50-{_act}"] = ("ResNeXt50", {"activation": _act})
 
-# Small and mobile backbones (issue 4): builders, cfg names of the reference repo and the
+# Small and mobile backbones: builders, cfg names of the reference repo and the
 # Table 3 / README variants (swish, SE, mish).
 for _name in models.SMALL_BACKBONES:
     BACKBONES[_name] = getattr(models, _name)
@@ -59,7 +59,7 @@ VARIANTS.update({
     "csppeleenet-swish-se": ("CSPPeleeNet", {"activation": "swish", "se": True}),
     "csppeleenet-mish": ("CSPPeleeNet", {"activation": "mish"}),
 })
-# YOLOv4-tiny's backbone (issue 14): layers 0-26 of yolov4-tiny.cfg.
+# YOLOv4-tiny's backbone: layers 0-26 of yolov4-tiny.cfg.
 BACKBONES["CSPDarknet53Tiny"] = models.CSPDarknet53Tiny
 VARIANTS["csdarknet53-tiny"] = ("CSPDarknet53Tiny", {})
 for _act in ("leaky", "mish", "swish", "relu"):

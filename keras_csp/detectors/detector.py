@@ -258,8 +258,14 @@ def YOLODetector(
                     name=f"{network_name}_detector")
 
 
+def network_of(model):
+    """The Keras network of a ``Detector`` (its ``.detector``: image in, head maps out), or
+    ``model`` itself when it is already a plain network."""
+    return getattr(model, "detector", model)
+
+
 def _safe(name):
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
 
-__all__ = ["Detector", "YOLODetector"]
+__all__ = ["Detector", "YOLODetector", "network_of"]

@@ -9,6 +9,7 @@ original-image pixels (``image_info``) and to the dataset's category ids.
 import logging
 
 from keras_csp.backend import tf
+from keras_csp.detectors.detector import network_of
 from keras_csp.detectors.inference import postprocess
 from keras_csp.detectors.nms import NMSConfig
 from keras_csp.evaluation.coco import GroundTruthBuilder, detections_to_coco, evaluate_coco, load_ground_truth
@@ -45,7 +46,7 @@ def eval_nms(nms=None):
 
 
 def _network_and_heads(model, heads):
-    network = getattr(model, "detector", model)
+    network = network_of(model)
     heads = tuple(heads) if heads is not None else tuple(getattr(model, "heads", ()))
     if not heads:
         raise ValueError(

@@ -141,6 +141,7 @@ def load_benchmark_model(spec, source=None, weights=None, image_size=None):
     expected when ``spec`` is none of them or the model has no YOLO heads.
     """
     from keras_csp.backend import keras
+    from keras_csp.detectors.detector import network_of
 
     spec = os.fspath(spec)
     if os.path.isdir(spec):
@@ -166,7 +167,7 @@ def load_benchmark_model(spec, source=None, weights=None, image_size=None):
     heads = tuple(getattr(detector, "heads", ()) or ())
     if not heads:
         raise ValueError(f"{spec}: the model has no YOLO heads (expected a keras_csp Detector / YOLOTask)")
-    network = getattr(detector, "detector", detector)
+    network = network_of(detector)
     size = int(network.inputs[0].shape[1]) if network.inputs[0].shape[1] else (image_size or 416)
     names = getattr(detector, "class_names", None) or (source.class_names if source is not None else None)
     return detector, {"name": network.name, "image_size": image_size or size, "class_names": names}
@@ -287,6 +288,7 @@ def benchmark(model, source, formats=FORMATS, out_dir=None, image_size=None, bat
     Returns a :class:`BenchmarkResult`; the files stay in ``out_dir`` when it is given.
     """
     from keras_csp.data import detection_dataset, resolve_source
+    from keras_csp.detectors.detector import network_of
     from keras_csp.evaluation.coco import GroundTruthBuilder
     from keras_csp.evaluation.detection import ground_truth_for
     from keras_csp.export import calibration as calib
@@ -300,8 +302,8 @@ def benchmark(model, source, formats=FORMATS, out_dir=None, image_size=None, bat
     if isinstance(model, (str, os.PathLike)):
         model, info = load_benchmark_model(model, source, weights, image_size)
     else:
-        info = {"name": getattr(getattr(model, "detector", model), "name", "model"), "image_size": image_size}
-    network = getattr(model, "detector", model)
+        info = {"name": getattr(network_of(model), "name", "model"), "image_size": image_size}
+    network = network_of(model)
     heads = tuple(model.heads)
     size = int(info["image_size"] or network.inputs[0].shape[1])
     if heads[0].num_classes != source.num_classes:

@@ -21,12 +21,12 @@ __all__ = [
     "darknet_padding",
 ]
 
-# Detector layers (issue 5): SPP, SAM gate, Maxout / upsample aliases, YOLO decode.
+# Detector layers: SPP, SAM gate, Maxout / upsample aliases, YOLO decode.
 from keras_csp.layers.detection import SPP, Maxout, SpatialAttention, Upsample, YoloDecode  # noqa: E402
 
 __all__ += ["Maxout", "SPP", "SpatialAttention", "Upsample", "YoloDecode"]
 
-# Darknet-specific layers (issue 3: Darknet interoperability).
+# Darknet-specific layers (Darknet interoperability).
 from keras_csp.layers.darknet_ops import (  # noqa: E402
     DarknetSoftmax,
     DarknetYolo,

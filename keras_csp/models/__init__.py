@@ -16,7 +16,7 @@ __all__ = [
     "ResNet50", "StageSpec", "build_stage", "feature_extractor", "preprocess_input", "pyramid_outputs",
 ]
 
-# Small and mobile backbones (issue 4): PeleeNet family, Reference nets, ResNet-10,
+# Small and mobile backbones: PeleeNet family, Reference nets, ResNet-10,
 # MobileNet-v2, DenseNet-201 and the Elastic variants.
 from keras_csp.models.densenet import (  # noqa: E402
     CSPDenseNet201,
@@ -47,7 +47,7 @@ SMALL_BACKBONES = [
 ]
 __all__ += SMALL_BACKBONES
 
-# YOLOv4-tiny's backbone (issue 14), transcribed from yolov4-tiny.cfg.
+# YOLOv4-tiny's backbone, transcribed from yolov4-tiny.cfg.
 from keras_csp.models.tiny import CSPDarknet53Tiny  # noqa: E402
 
 __all__ += ["CSPDarknet53Tiny"]

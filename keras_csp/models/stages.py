@@ -6,7 +6,7 @@ paper's ablations (partial ratio gamma, fusion first / last, Figure 3 and Table 
 arguments, not new code. Conv blocks are created in the order of the authors' Darknet cfgs and
 their names are appended to ``registry`` so Darknet ``.weights`` map onto them in order.
 
-The small and mobile backbones (issue 4) use the same builder with more block kinds (see
+The small and mobile backbones use the same builder with more block kinds (see
 :mod:`keras_csp.models.blocks`), pooling in ``down``, a channel-slice split, explicit cross /
 main convs and several block runs per stage; every new field defaults to the old behaviour.
 """

@@ -164,8 +164,10 @@ def backbone_layers(model):
 def set_bn_momentum(model, momentum):
     """Set the momentum of every batch-norm layer of ``model`` (nested models included);
     returns how many layers changed."""
+    from keras_csp.detectors.detector import network_of
+
     count = 0
-    stack = list(getattr(getattr(model, "detector", model), "layers", []))
+    stack = list(getattr(network_of(model), "layers", []))
     while stack:
         layer = stack.pop()
         stack.extend(getattr(layer, "layers", []) or [])

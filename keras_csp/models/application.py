@@ -8,7 +8,7 @@ import numpy as np
 import keras_csp.models.pretrained as pretrained  # noqa: PLR0402  (the module, not the package: no cycle)
 from keras_csp.backend import keras, tf
 from keras_csp.layers import check_activation, conv_bn_act
-from keras_csp.models.stages import FUSIONS, apply_partial_ratio, build_stage
+from keras_csp.models.stages import apply_partial_ratio, build_stage, check_fusion
 
 POOLINGS = (None, "avg", "max")
 
@@ -62,8 +62,7 @@ def _validate(spec, include_top, weights, classes, input_shape, pooling, activat
     if pooling not in POOLINGS:
         raise ValueError(f"The `pooling` argument should be one of {POOLINGS}; received pooling={pooling!r}.")
     check_activation(activation)
-    if fusion not in FUSIONS:
-        raise ValueError(f"The `fusion` argument should be one of {FUSIONS}; received fusion={fusion!r}.")
+    check_fusion(fusion)
     if input_shape is not None:
         if len(input_shape) != 3 or input_shape[-1] != 3:
             raise ValueError(f"`input_shape` must be (height, width, 3); received input_shape={input_shape}.")

@@ -11,7 +11,7 @@ import inspect
 import textwrap
 
 from keras_csp.models.application import build_application
-from keras_csp.models.stages import FUSIONS
+from keras_csp.models.stages import check_fusion
 
 ARGS_DOC = """
     Args:
@@ -61,8 +61,8 @@ def imagenet_doc(model_name):
 
 
 def check_fusion_and_ratio(fusion, partial_ratio):
-    if fusion not in FUSIONS:
-        raise ValueError(f"The `fusion` argument should be one of {FUSIONS}; received fusion={fusion!r}.")
+    """Figure 3's fusion strategy and the partial ratio, or a ValueError naming the argument."""
+    check_fusion(fusion)
     if not isinstance(partial_ratio, (int, float)) or not 0.0 < partial_ratio < 1.0:
         raise ValueError(f"The `partial_ratio` argument should be in (0, 1); received partial_ratio={partial_ratio!r}.")
 

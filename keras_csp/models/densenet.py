@@ -7,7 +7,7 @@ cfg-exact: DenseNet201. Reconstructions: DenseNet201Elastic, CSPDenseNet201Elast
 
 from keras_csp.models.application import BackboneSpec
 from keras_csp.models.builders import make_builder, split_width
-from keras_csp.models.stages import ConvSpec, StageSpec
+from keras_csp.models.stages import ConvSpec, StageSpec, fuses_first, partial_widths
 
 GROWTH = 32
 STEM = (ConvSpec(64, 7, 2), "maxpool")
@@ -58,7 +58,7 @@ def _csp_densenet(name, layers, transitions, elastic, pool, fusion, partial_rati
     and sets its width (``transitions``: the DenseNet's own widths, or None for half the
     concatenation, DenseNet-BC's compression 0.5); the last stage ends with a fusion conv."""
     stages, channels = [], 64
-    fused = fusion in ("both", "first")
+    fused = fuses_first(fusion)
     for i, n in enumerate(layers):
         last = i == len(layers) - 1
         down = () if i == 0 else (pool,)
@@ -69,8 +69,7 @@ def _csp_densenet(name, layers, transitions, elastic, pool, fusion, partial_rati
         run = _elastic_run(n, last) if elastic else dict(num_blocks=n, block="dense", hidden=4 * GROWTH, growth=GROWTH)
         stages.append(StageSpec(
             down, csp=True, split=(channels - main, main), split_mode="slice",
-            transition=main + n * GROWTH if fusion in ("both", "last") else 0,
-            fusion_filters=channels + n * GROWTH if last and fused else 0, **run,
+            **partial_widths(fusion, main + n * GROWTH, channels + n * GROWTH if last else 0), **run,
         ))
         channels += n * GROWTH
     return BackboneSpec(name, stem=STEM, stages=tuple(stages), levels=(2, 3, 4, 5), default_size=default_size, top=top)

@@ -15,7 +15,7 @@ import textwrap
 from keras_csp.models.application import BackboneSpec
 from keras_csp.models.blocks import PeleeStem
 from keras_csp.models.builders import make_builder, split_width
-from keras_csp.models.stages import ConvSpec, StageSpec
+from keras_csp.models.stages import ConvSpec, StageSpec, fuses_first, partial_widths
 
 # ---------------------------------------------------------------------------------------
 # PeleeNet and CSPPeleeNet (Wang et al. 2018; CSPNet Table 1 and Table 3)
@@ -43,14 +43,13 @@ def _peleenet(csp, fusion="both", partial_ratio=0.5, se=False):
             # Dense block, then PeleeNet's transition (1x1 conv; its 2x2 avg pool opens the next stage).
             stages.append(StageSpec(() if i == 0 else ("avgpool",), transition=out, **blocks))
         else:
-            fused = fusion in ("both", "first")
+            fused = fuses_first(fusion)
             down = () if i == 0 else ("avgpool",) + ((ConvSpec(channels, 1),) if fused else ())
             main = split_width(channels, partial_ratio, f"{name} stage {i + 1}")
             last = i == len(PELEE_LAYERS) - 1
             stages.append(StageSpec(
                 down, csp=True, split=(channels - main, main), split_mode="slice",
-                transition=main + n * PELEE_GROWTH if fusion in ("both", "last") else 0,
-                fusion_filters=out if last and fused else 0, **blocks,
+                **partial_widths(fusion, main + n * PELEE_GROWTH, out if last else 0), **blocks,
             ))
         channels = out
     return BackboneSpec(name, stem=(PeleeStem(32),), stages=tuple(stages), levels=(2, 3, 4, 5), default_size=224)
@@ -112,13 +111,12 @@ def _csp_ref(name, pelee, layers, fusion="both", partial_ratio=0.5):
     channels, stages = 32, []
     for i, (n, width) in enumerate(zip(layers, REF_WIDTHS)):
         main = split_width(channels, partial_ratio, f"{name} stage {i + 1}")
-        fused = fusion in ("both", "first")
+        fused = fuses_first(fusion)
         stages.append(StageSpec(
             () if pelee and i == 0 else ("maxpool",),
             num_blocks=n, block="two_way_dense" if pelee else "dense", hidden=REF_HIDDEN,
             growth=REF_GROWTH, csp=True, split=(channels - main, main), split_mode="slice",
-            transition=main + n * REF_GROWTH if fusion in ("both", "last") else 0,
-            fusion_filters=width if fused else 0,
+            **partial_widths(fusion, main + n * REF_GROWTH, width),
         ))
         channels = width if fused else channels + n * REF_GROWTH
     levels = tuple(range(2, 2 + len(layers)))
@@ -202,8 +200,7 @@ def _csp_resnet10(fusion="both", partial_ratio=0.5):
     stages.append(StageSpec(
         (ConvSpec(base, 3, 2),), 1, "basic", hidden=main, out=main, csp=True,
         split=(base - main, main), split_mode="slice",
-        transition=main if fusion in ("both", "last") else 0,
-        fusion_filters=RESNET10_WIDTHS[3] if fusion in ("both", "first") else 0,
+        **partial_widths(fusion, main, RESNET10_WIDTHS[3]),
     ))
     return BackboneSpec("CSPResNet10", stem=(ConvSpec(64, 7, 2), "maxpool"), stages=tuple(stages), levels=(2, 3, 4, 5))
 

@@ -221,11 +221,31 @@ def _split(x, spec, split_act, name, registry):
     return cross, main
 
 
+def check_fusion(fusion):
+    """Figure 3's fusion strategy, or a ValueError naming the choices."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"The `fusion` argument should be one of {FUSIONS}; received fusion={fusion!r}.")
+
+
+def fuses_first(fusion):
+    """Whether the fusion conv after the concatenation exists ("both", "first")."""
+    check_fusion(fusion)
+    return fusion in ("both", "first")
+
+
+def partial_widths(fusion, transition, fusion_filters):
+    """The ``transition`` / ``fusion_filters`` fields of a partial stage under ``fusion``: the
+    part-2 transition (``transition`` wide) for "both" and "last", the fusion conv after the
+    concatenation (``fusion_filters`` wide) for "both" and "first"; 0 where it is left out."""
+    check_fusion(fusion)
+    return {"transition": transition if fusion in ("both", "last") else 0,
+            "fusion_filters": fusion_filters if fuses_first(fusion) else 0}
+
+
 def build_stage(x, spec, activation, name, registry, fusion="both"):
     """Apply one stage to ``x``; see :class:`StageSpec`. ``fusion`` is Figure 3's choice:
     "both" (the cfgs: transition, concat, transition), "first" or "last"."""
-    if fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    check_fusion(fusion)
     for i, conv in enumerate(spec.down, start=1):
         x = _conv(x, conv, activation, f"{name}_down{i}" if len(spec.down) > 1 else f"{name}_down", registry)
     if not spec.csp:

@@ -25,23 +25,6 @@ MAX_PLANNED_EPOCHS = 10000
 STEP_MARGIN = 1.03
 
 
-class StepTimer(keras.callbacks.Callback):
-    """Records when each training batch ends (to time this machine)."""
-
-    def __init__(self):
-        super().__init__()
-        self.times = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.perf_counter())
-
-    def seconds_per_step(self):
-        """Median seconds per step after the first two (tracing, the first cache fill); None
-        when too few steps ran."""
-        steady = np.diff(self.times[2:])
-        return float(np.median(steady)) if len(steady) else None
-
-
 def plan_steps(step, seconds_left, step_seconds, steps_per_epoch, eval_every, eval_seconds, epoch_end_seconds,
                max_steps):
     """The run's total steps when ``step`` steps are done and ``seconds_left`` remain: each
@@ -202,4 +185,4 @@ class BudgetPlan:
                 f"{self.train_seconds} s")
 
 
-__all__ = ["BudgetPlan", "MAX_PLANNED_EPOCHS", "StepTimer", "TimeBudget", "plan_steps"]
+__all__ = ["BudgetPlan", "MAX_PLANNED_EPOCHS", "TimeBudget", "plan_steps"]

@@ -395,13 +395,6 @@ def _run_json(out_dir):
         return path, json.load(f)
 
 
-def _has_backup(out):
-    """Whether a backup to resume from exists in the run folder."""
-    from keras_csp.training.checkpoints import BackupAndResume
-
-    return any(BackupAndResume(os.path.join(out, name)).latest() for name in ("backup", "backup-phase1", "backup-phase2"))
-
-
 def train_within(config, minutes=None, max_epochs=None, extra_callbacks=(), train_source=None,
                  val_source=None, detector=None, log=print):
     """Train ``config`` (a ``TrainConfig``) for ``minutes`` (default ``config.time``) of wall time
@@ -427,7 +420,7 @@ def train_within(config, minutes=None, max_epochs=None, extra_callbacks=(), trai
         val_source = val_source or resolved_val
     steps = config.steps_per_epoch or max(1, len(train_source) // config.batch_size)
     out = output_dir(config.out)
-    recorded = (_run_json(out)[1] or {}).get("time_budget") if config.backup and _has_backup(out) else None
+    recorded = (_run_json(out)[1] or {}).get("time_budget") if config.backup and _resume_epoch(out, ["backup", "backup-phase1", "backup-phase2"]) else None
     planned = recorded.get("planned_steps") if recorded else None
     if planned:
         log(f"resuming a time-budget run: {planned} steps planned")

@@ -90,9 +90,8 @@ class DarknetSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if self.policy == "steps":
             rate = base
             fractions = all(s < 1 for s in self.steps)
-            for fraction, boundary, scale in zip(self.steps, self.boundaries(), self.scales):
-                where = tf.round(fraction * total) if fractions and self._planned is not None else float(boundary)
-                rate = tf.where(step >= where, rate * scale, rate)
+            for at, scale in zip(self.steps, self.scales):  # boundaries() as tensors of the (planned) total
+                rate = tf.where(step >= (tf.round(at * total) if fractions else at), rate * scale, rate)
         elif self.policy == "poly":
             rate = floor + (base - floor) * tf.pow(1.0 - progress, self.power)
         elif self.policy == "cosine":

@@ -7,22 +7,17 @@ and ``Upsample`` is :class:`~keras_csp.layers.darknet_ops.NearestUpsample2D`, re
 under the names the detectors use rather than written twice.
 """
 
-import math
-
-import numpy as np
-
 from keras_csp.backend import keras, register, tf
 from keras_csp.layers.darknet_ops import NearestUpsample2D
 from keras_csp.layers.pooling import ChannelMaxout
+from keras_csp.ops.decode import MAX_LOG_WH, decode_head  # noqa: F401  (MAX_LOG_WH: one, in ops)
+from keras_csp.ops.head_spec import HeadSpec
 
 # Channel Maxout (Goodfellow et al. 2013) as EFM uses it: output channel g is the max of
 # input channels g, g + K, g + 2K, ... (Darknet's [maxpool] maxpool_depth=1 out_channels=K).
 Maxout = ChannelMaxout
 # Nearest-neighbour upsampling that converts to one RESIZE_NEAREST_NEIGHBOR op.
 Upsample = NearestUpsample2D
-
-# exp(tw) is evaluated at min(tw, MAX_LOG_WH), as keras_csp.ops.decode does.
-MAX_LOG_WH = math.log(3000.0)
 
 
 @register
@@ -87,18 +82,6 @@ class SpatialAttention(keras.layers.Layer):
         return {**super().get_config(), "activation": self.activation}
 
 
-def _head_constants(height, width, anchors, stride, input_hw):
-    """Static per-row constants of one scale: cell offsets and normalised anchors, [N, 2]."""
-    num_anchors = len(anchors)
-    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    cells = np.stack([cols.reshape(-1), rows.reshape(-1)], axis=-1).astype(np.float32)
-    offsets = np.repeat(cells, num_anchors, axis=0)  # (row, col, anchor) order
-    in_h, in_w = input_hw if input_hw is not None else (height * stride, width * stride)
-    scaled = np.asarray(anchors, np.float32) / np.asarray([in_w, in_h], np.float32)
-    sizes = np.tile(scaled, (height * width, 1))
-    return offsets, sizes
-
-
 @register
 class YoloDecode(keras.layers.Layer):
     """Raw YOLO head outputs to ``boxes [B, N, 4]`` and ``scores [B, N, C]`` at rank <= 4.
@@ -106,17 +89,16 @@ class YoloDecode(keras.layers.Layer):
     Called on the list of per-scale logits ``[B, H, W, A*(5+C)]`` in the order of ``heads``
     (``HeadSpec`` objects or their config dicts). ``boxes`` are normalised ``[x_min, y_min,
     x_max, y_max]`` of the model input, ``scores`` are objectness x class probability;
-    ``N`` runs over scales, then cells row-major, then anchors (the order of
-    ``keras_csp.ops.decode_heads``, which this layer reproduces). With static map sizes the
-    grid and anchors are constants, so the TFLite graph holds only RESHAPE, STRIDED_SLICE,
-    LOGISTIC, EXP, MUL, ADD, SUB, MINIMUM and CONCATENATION: no Flex op, nothing above rank 4.
+    ``N`` runs over scales, then cells row-major, then anchors: it runs
+    ``keras_csp.ops.decode_head`` (without the training-time straight-through gradient). With
+    static map sizes the grid and anchors are constants, so the TFLite graph holds only
+    RESHAPE, STRIDED_SLICE, LOGISTIC, EXP, MUL, ADD, SUB, DIV, MINIMUM and CONCATENATION: no
+    Flex op, nothing above rank 4.
     ``input_size`` ``(height, width)`` in pixels overrides ``H * stride`` for anchor scaling.
     """
 
     def __init__(self, heads, input_size=None, **kwargs):
         super().__init__(**kwargs)
-        from keras_csp.ops.head_spec import HeadSpec
-
         self._heads = tuple(HeadSpec.coerce(h) for h in heads)
         if not self._heads:
             raise ValueError("YoloDecode needs at least one head spec; received none.")
@@ -141,21 +123,8 @@ class YoloDecode(keras.layers.Layer):
                 f"{self.name}: decoding needs static map sizes; received {tuple(logits.shape)}. "
                 "Build the detector with a fixed input_shape."
             )
-        depth = 5 + head.num_classes
-        count = height * width * head.num_anchors
-        offsets, sizes = _head_constants(height, width, head.anchors, head.stride, self.input_size)
-        rows = tf.reshape(tf.cast(logits, tf.float32), [-1, count, depth])
-        xy = tf.math.sigmoid(rows[..., 0:2])
-        if head.scale_x_y != 1.0:
-            xy = xy * head.scale_x_y - 0.5 * (head.scale_x_y - 1.0)
-        xy = (xy + offsets) / np.asarray([width, height], np.float32)
-        if head.new_coords:
-            wh = tf.math.square(2.0 * tf.math.sigmoid(rows[..., 2:4])) * sizes
-        else:
-            wh = tf.math.exp(tf.math.minimum(rows[..., 2:4], MAX_LOG_WH)) * sizes
-        boxes = tf.concat([xy - 0.5 * wh, xy + 0.5 * wh], axis=-1)
-        scores = tf.math.sigmoid(rows[..., 4:5]) * tf.math.sigmoid(rows[..., 5:])
-        return boxes, scores
+        decoded = decode_head(logits, head, self.input_size, straight_through=False)
+        return decoded["boxes"], decoded["objectness"][..., None] * decoded["class_probs"]
 
     def call(self, inputs):
         if not isinstance(inputs, (list, tuple)):

@@ -13,10 +13,13 @@ With ``new_coords`` (Scaled-YOLOv4) Darknet's conv before ``[yolo]`` already app
 logistic; here heads always emit logits and decoding applies the sigmoid. Boxes come out
 normalised ``[x_min, y_min, x_max, y_max]`` of the input image, not clipped. Every tensor
 stays at rank 4 or less and uses only ops TFLite runs natively (sigmoid, exp, reshape,
-strided slice, concat), so a decode layer can wrap these functions for export.
+strided slice, concat); with static map sizes the grid and anchors are constants, so
+``keras_csp.layers.YoloDecode`` wraps these functions for export.
 """
 
 import math
+
+import numpy as np
 
 from keras_csp.backend import tf
 from keras_csp.ops.head_spec import HeadSpec
@@ -39,20 +42,32 @@ def split_head(logits, num_anchors, num_classes):
             f"A YOLO head with {num_anchors} anchors and {num_classes} classes needs "
             f"{num_anchors}*(5+{num_classes}) = {depth} channels; received shape {logits.shape}."
         )
+    height, width = grid_size(logits)
+    return tf.reshape(logits, [-1, height * width, num_anchors, 5 + num_classes])
+
+
+def grid_size(logits):
+    """``(H, W)`` of ``[B, H, W, ...]`` logits: Python ints where static, else tensors."""
     shape = tf.shape(logits)
-    return tf.reshape(logits, [shape[0], shape[1] * shape[2], num_anchors, 5 + num_classes])
+    height, width = logits.shape[1], logits.shape[2]
+    return (shape[1] if height is None else int(height)), (shape[2] if width is None else int(width))
 
 
 def cell_offsets(height, width, dtype=tf.float32):
-    """``[H * W, 1, 2]``: the (column, row) of each cell, row-major, to broadcast over anchors."""
+    """``[H * W, 1, 2]``: the (column, row) of each cell, row-major, to broadcast over anchors.
+
+    With Python ints it is a constant (no RANGE / SHAPE ops in an exported graph)."""
+    if isinstance(height, int) and isinstance(width, int):
+        rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+        offsets = np.stack([cols.reshape(-1), rows.reshape(-1)], axis=-1)
+        return tf.constant(offsets[:, None, :], dtype)
     rows, cols = tf.meshgrid(tf.range(height), tf.range(width), indexing="ij")
     offsets = tf.stack([tf.reshape(cols, [-1]), tf.reshape(rows, [-1])], axis=-1)
     return tf.cast(offsets[:, None, :], dtype)
 
 
 def _grid_and_input_size(logits, stride, input_size):
-    shape = tf.shape(logits)
-    height, width = shape[1], shape[2]
+    height, width = grid_size(logits)
     if input_size is None:
         in_h, in_w = height * stride, width * stride
     else:
@@ -70,10 +85,16 @@ def decode_xy(raw_xy, offsets, grid_hw, scale_x_y=1.0):
     return (xy + offsets) / grid
 
 
-def decode_wh(raw_wh, anchors_normalized, new_coords=False):
-    """Normalised box sizes from ``raw_wh`` logits ``[..., A, 2]`` and anchors ``[A, 2]``."""
+def decode_wh(raw_wh, anchors_normalized, new_coords=False, straight_through=True):
+    """Normalised box sizes from ``raw_wh`` logits ``[..., A, 2]`` and anchors ``[A, 2]``.
+
+    ``exp`` sees ``min(raw_wh, MAX_LOG_WH)``; with ``straight_through`` (training) the
+    gradient passes as if unclipped, without it (an inference graph) it is the plain minimum.
+    """
     if new_coords:
         return tf.square(2.0 * tf.sigmoid(raw_wh)) * anchors_normalized
+    if not straight_through:
+        return tf.exp(tf.minimum(raw_wh, MAX_LOG_WH)) * anchors_normalized
     clipped = raw_wh + tf.stop_gradient(tf.minimum(raw_wh, MAX_LOG_WH) - raw_wh)
     return tf.exp(clipped) * anchors_normalized
 
@@ -85,11 +106,11 @@ def normalized_anchors(head, input_hw, dtype=tf.float32):
     return anchors / tf.cast(tf.stack([in_w, in_h]), dtype)
 
 
-def decode_head(logits, head, input_size=None):
+def decode_head(logits, head, input_size=None, straight_through=True):
     """Decode one scale's logits ``[B, H, W, A*(5+C)]`` described by ``head`` (a HeadSpec).
 
     ``input_size`` is the model input ``(height, width)`` in pixels; by default
-    ``(H * stride, W * stride)``. Returns a dict of float32 tensors, ``N = H * W * A``
+    ``(H * stride, W * stride)``. ``straight_through``: see ``decode_wh``. Returns a dict of float32 tensors, ``N = H * W * A``
     ordered (row, column, anchor): ``boxes [B, N, 4]`` (normalised xyxy),
     ``objectness [B, N]``, ``class_probs [B, N, C]``.
     """
@@ -98,18 +119,19 @@ def decode_head(logits, head, input_size=None):
     parts = split_head(logits, head.num_anchors, head.num_classes)
     height, width, in_h, in_w = _grid_and_input_size(logits, head.stride, input_size)
     xy = decode_xy(parts[..., 0:2], cell_offsets(height, width), (height, width), head.scale_x_y)
-    wh = decode_wh(parts[..., 2:4], normalized_anchors(head, (in_h, in_w)), head.new_coords)
+    wh = decode_wh(parts[..., 2:4], normalized_anchors(head, (in_h, in_w)), head.new_coords,
+                   straight_through)
     boxes = tf.concat([xy - 0.5 * wh, xy + 0.5 * wh], axis=-1)
-    batch = tf.shape(logits)[0]
     count = height * width * head.num_anchors
     return {
-        "boxes": tf.reshape(boxes, [batch, count, 4]),
-        "objectness": tf.reshape(tf.sigmoid(parts[..., 4]), [batch, count]),
-        "class_probs": tf.reshape(tf.sigmoid(parts[..., 5:]), [batch, count, head.num_classes]),
+        "boxes": tf.reshape(boxes, [-1, count, 4]),
+        # [..., 4:5], not [..., 4]: a shrinking slice is a STRIDED_SLICE the GPU delegate refuses.
+        "objectness": tf.reshape(tf.sigmoid(parts[..., 4:5]), [-1, count]),
+        "class_probs": tf.reshape(tf.sigmoid(parts[..., 5:]), [-1, count, head.num_classes]),
     }
 
 
-def decode_heads(outputs, heads, input_size=None):
+def decode_heads(outputs, heads, input_size=None, straight_through=True):
     """Decode every scale (``outputs`` and ``heads`` in the same order) and concatenate.
 
     Returns the dict of ``decode_head`` with ``N`` the sum over scales, scales in order.
@@ -120,7 +142,7 @@ def decode_heads(outputs, heads, input_size=None):
         raise ValueError(
             f"Got {len(outputs)} head outputs for {len(heads)} head specs; they must match."
         )
-    decoded = [decode_head(o, h, input_size) for o, h in zip(outputs, heads)]
+    decoded = [decode_head(o, h, input_size, straight_through) for o, h in zip(outputs, heads)]
     return {key: tf.concat([d[key] for d in decoded], axis=1) for key in decoded[0]}
 
 
@@ -131,6 +153,7 @@ __all__ = [
     "decode_heads",
     "decode_wh",
     "decode_xy",
+    "grid_size",
     "normalized_anchors",
     "split_head",
 ]

@@ -232,6 +232,11 @@ def test_keras_file_and_darknet_weights_roundtrip(tmp_path):
     for a, b in zip(expected, loaded(x, training=False)):
         np.testing.assert_allclose(b.numpy(), a, rtol=1e-5, atol=1e-6)
     assert loaded.predict(x, verbose=0)["boxes"].shape == (1, 9, 4)
+    # NMS settings change after training (predict is rebuilt) and survive save / load.
+    loaded.nms = {"method": "greedy", "max_detections": 5, "score_threshold": 0.0}
+    assert loaded.predict(x, verbose=0)["boxes"].shape == (1, 5, 4)
+    loaded.save(tmp_path / "det_nms.keras")
+    assert keras.models.load_model(tmp_path / "det_nms.keras").nms == NMSConfig(max_detections=5, score_threshold=0.0)
     # Darknet .weights: written in cfg order, read back into a fresh detector.
     det.save_darknet_weights(tmp_path / "det.weights")
     fresh = detectors.YOLODetector(tiny_backbone(), SMALL_NECKS["efm_sam"], num_classes=2)

@@ -16,8 +16,8 @@ from test_train_parts import tiny_detector
 from keras_csp.data import detection_dataset
 from keras_csp.data.coco import CocoSource, write_coco_json
 from keras_csp.data.voc import VocSource
-from keras_csp.detectors import nms as nms_module
-from keras_csp.detectors.nms import NMSConfig, non_max_suppression
+from keras_csp.postprocess import nms as nms_module
+from keras_csp.postprocess.nms import NMSConfig, non_max_suppression
 from keras_csp.evaluation import STAT_NAMES, GroundTruthBuilder, evaluate_coco, evaluate_detector
 from keras_csp.evaluation.detection import EVAL_NMS, FAST_EVAL_NMS, REFERENCE_EVAL_NMS, eval_nms
 

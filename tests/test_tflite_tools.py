@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from keras_csp.backend import keras, tf
-from keras_csp.export import examples, serving, to_tflite
+from keras_csp.export import examples, to_tflite
 from keras_csp.ops.decode import decode_heads
 from keras_csp.ops.head_spec import HeadSpec
+from keras_csp.postprocess import NMSConfig, letterbox, postprocess
 
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tflite")
 sys.path.insert(0, TOOLS)
@@ -51,12 +52,17 @@ def test_letterbox_matches_the_exported_graph(shape, dtype):
     image = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
     if dtype == "float32":
         image = image.astype(np.float32) / 255.0
-    want, scale, offset = serving.letterbox(tf.constant(image[None]), (64, 48))
-    got, got_scale, got_offset = yolo_numpy.letterbox(image, (64, 48))
+    want, geometry = letterbox(tf.constant(image[None]), (64, 48))
+    got, got_geometry = yolo_numpy.letterbox(image, (64, 48))
     assert got.shape == (64, 48, 3)
     assert np.abs(got - want.numpy()[0]).max() < 1e-6
-    np.testing.assert_allclose(got_scale, scale.numpy(), rtol=1e-6)
-    np.testing.assert_array_equal(got_offset, offset.numpy())
+    np.testing.assert_allclose(got_geometry.scale, geometry.scale.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(got_geometry.offset, geometry.offset.numpy())
+    np.testing.assert_array_equal(got_geometry.to_info(), geometry.to_info().numpy())
+    # The inverse too: input boxes (some beyond the image) back to original pixels.
+    boxes = np.random.default_rng(1).uniform(-0.2, 1.2, (7, 4)).astype(np.float32)
+    np.testing.assert_allclose(got_geometry.boxes_to_original(boxes),
+                               geometry.boxes_to_original(boxes[None]).numpy()[0], rtol=1e-6, atol=1e-4)
 
 
 @pytest.mark.parametrize("scale_x_y,new_coords", [(1.0, False), (1.1, False), (2.0, True)])
@@ -83,10 +89,10 @@ def test_nms_matches_the_exported_graph(class_aware, top_k):
     rng = np.random.default_rng(7)
     raw = [rng.normal(0, 2, (1, 8, 8, 24)).astype(np.float32),
            rng.normal(0, 2, (1, 4, 4, 24)).astype(np.float32)]
-    post = serving.Postprocess(heads, max_detections=30, iou_threshold=0.4,
-                               score_threshold=0.2, class_aware=class_aware,
-                               pre_nms_top_k=top_k)
-    want = serving.detect([tf.constant(r) for r in raw], post, (64, 64))
+    nms = NMSConfig(max_detections=30, iou_threshold=0.4, score_threshold=0.2,
+                    class_aware=class_aware, pre_nms_top_k=top_k)
+    want = postprocess([tf.constant(r) for r in raw], heads, nms, (64, 64), kernel="builtin",
+                       pixels=False)
     sidecar_heads = [{"stride": h.stride, "anchors": h.anchors, "num_classes": 3} for h in heads]
     got = yolo_numpy.nms(*yolo_numpy.decode(raw, sidecar_heads, (64, 64)), 0.4, 0.2, 30,
                          class_aware, top_k)

@@ -4,15 +4,17 @@ Copy this folder next to a .tflite file and its JSON sidecar (written by
 ``keras_csp.export.to_tflite``) on any device with ``ai-edge-litert`` (or ``tflite-runtime``),
 NumPy and Pillow. The numbers follow keras_csp exactly:
 
-- letterbox (as ``keras_csp.data``): bilinear resize with half-pixel centres and no
-  antialiasing (what ``tf.image.resize(..., antialias=False)`` does) of the 0-255 image to
-  ``round(H0 * r), round(W0 * r)``, ``r = min(h / H0, w / W0)``, rounded to uint8 levels,
-  centred on grey ``pad_value``, then / 255;
+- letterbox (``keras_csp.postprocess.letterbox``): bilinear resize with half-pixel centres
+  and no antialiasing (what ``tf.image.resize(..., antialias=False)`` does) of the 0-255
+  image to ``round(H0 * r), round(W0 * r)``, ``r = min(h / H0, w / W0)``, rounded to uint8
+  levels, centred on grey ``pad_value``, then / 255; the geometry is a ``Letterbox`` with the
+  fields and convention of ``keras_csp.postprocess.Letterbox``
+  (``input_pixel = original_pixel * scale + offset``, (y, x) order);
 - decode (Darknet ``[yolo]``, as ``keras_csp.ops.decode``): ``xy = (s * sigmoid(t) -
   (s - 1) / 2 + cell) / grid``, ``wh = exp(min(t, log 3000)) * anchor / input`` (new_coords:
   ``(2 sigmoid(t))^2 * anchor / input``), objectness and classes through a sigmoid, channels
   anchor-major ``[x, y, w, h, obj, cls...]``;
-- NMS as ``keras_csp.detectors`` (NMSConfig defaults): each box keeps its best class
+- NMS as ``keras_csp.postprocess.builtin_nms`` (the exported graphs'): each box keeps its best class
   (score = objectness x class probability), the best ``pre_nms_top_k`` are candidates,
   greedy per class, a box is dropped when its IoU with a kept one is above
   ``iou_threshold``; scores must be above ``score_threshold``.
@@ -24,9 +26,9 @@ import os
 
 import numpy as np
 
-MAX_LOG_WH = math.log(3000.0)
-NMS_RANGE = (-2.0, 3.0)  # as keras_csp.export.serving
-CLASS_SHIFT = 8.0
+MAX_LOG_WH = math.log(3000.0)  # keras_csp.ops.decode.MAX_LOG_WH
+NMS_RANGE = (-2.0, 3.0)  # keras_csp.postprocess.nms.NMS_RANGE
+CLASS_SHIFT = 8.0  # keras_csp.postprocess.nms.CLASS_SHIFT
 
 
 # --- pre-processing -------------------------------------------------------------------------
@@ -49,12 +51,47 @@ def resize_bilinear(image, height, width):
     return (top + (bottom - top) * fy[:, None, None]).astype(np.float32)
 
 
+class Letterbox:
+    """Where an original image sits in the model input: ``keras_csp.postprocess.Letterbox``
+    in NumPy, same fields (float32 ``[2]``, (y, x) order) and convention::
+
+        input_pixel = original_pixel * scale + offset
+    """
+
+    __slots__ = ("input_hw", "offset", "original_hw", "scale")
+
+    def __init__(self, original_hw, input_hw, scale, offset):
+        self.original_hw = np.asarray(original_hw, np.float32)
+        self.input_hw = np.asarray(input_hw, np.float32)
+        self.scale = np.asarray(scale, np.float32)
+        self.offset = np.asarray(offset, np.float32)
+
+    @classmethod
+    def from_info(cls, image_info):
+        """From an ``image_info [4, 2]`` array (the exported SavedModel's output)."""
+        info = np.asarray(image_info, np.float32)
+        return cls(info[0], info[1], info[2], info[3])
+
+    def to_info(self):
+        """``image_info [4, 2]``: original (h, w), input (h, w), scale, offset."""
+        return np.stack([self.original_hw, self.input_hw, self.scale, self.offset])
+
+    def boxes_to_original(self, boxes):
+        """Normalised model-input xyxy boxes ``[N, 4]`` to pixels of the original image (clipped)."""
+        def xyxy(pair):
+            return np.tile(pair[::-1], 2)
+
+        pixels = np.asarray(boxes, np.float32)[..., :4] * xyxy(self.input_hw)
+        pixels = (pixels - xyxy(self.offset)) / xyxy(self.scale)
+        return np.clip(pixels, 0.0, xyxy(self.original_hw)).astype(np.float32)
+
+
 def letterbox(image, size, pad_value=114):
     """Fit an RGB image (``[H0, W0, 3]`` uint8, or float in [0, 1]) into ``size`` = (h, w).
 
     The resized 0-255 values are rounded to uint8 levels before / 255, as keras_csp.data.
 
-    Returns ``(float32 [h, w, 3] in [0, 1], scale (sx, sy), offset (left, top))``.
+    Returns ``(float32 [h, w, 3] in [0, 1], Letterbox)``.
     """
     height, width = size
     pixels = np.asarray(image)
@@ -71,17 +108,8 @@ def letterbox(image, size, pad_value=114):
     out = np.full((height, width, 3), np.float32(pad_value), np.float32)
     out[top:top + new_h, left:left + new_w] = resized
     out /= np.float32(255.0)
-    scale = np.array([new_w / np.float32(in_w), new_h / np.float32(in_h)], np.float32)
-    return out, scale, np.array([left, top], np.float32)
-
-
-def undo_letterbox(boxes, size, scale, offset, image_hw):
-    """Normalised model-input xyxy boxes ``[N, 4]`` to pixels of the original image (clipped)."""
-    height, width = size
-    pixels = boxes * np.array([width, height, width, height], np.float32)
-    pixels = (pixels - np.tile(offset, 2)) / np.tile(scale, 2)
-    limit = np.array([image_hw[1], image_hw[0], image_hw[1], image_hw[0]], np.float32)
-    return np.clip(pixels, 0.0, limit).astype(np.float32)
+    scale = np.array([new_h / np.float32(in_h), new_w / np.float32(in_w)], np.float32)
+    return out, Letterbox((in_h, in_w), (height, width), scale, (top, left))
 
 
 # --- decode -----------------------------------------------------------------------------------
@@ -256,7 +284,7 @@ def detect(model, image, iou_threshold=None, score_threshold=None, max_detection
     score_threshold = post["score_threshold"] if score_threshold is None else score_threshold
     max_detections = post["max_detections"] if max_detections is None else max_detections
     pad = model.sidecar["input"]["letterbox"]["pad_value"]
-    boxed, scale, offset = letterbox(image, model.input_size, pad)
+    boxed, geometry = letterbox(image, model.input_size, pad)
     outputs = model(boxed)
     if post["nms"] == "builtin":
         count = int(np.asarray(outputs["num_detections"]).reshape(-1)[0])
@@ -273,6 +301,5 @@ def detect(model, image, iou_threshold=None, score_threshold=None, max_detection
         result = nms(boxes, objectness, class_probs, iou_threshold, score_threshold,
                      max_detections, post.get("class_aware", True),
                      post.get("pre_nms_top_k", 1000))
-    result["boxes"] = undo_letterbox(result["boxes"], model.input_size, scale, offset,
-                                     np.asarray(image).shape[:2])
+    result["boxes"] = geometry.boxes_to_original(result["boxes"])
     return result

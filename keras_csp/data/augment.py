@@ -12,6 +12,7 @@ import math
 from keras_csp.backend import tf
 from keras_csp.data.boxes import compact, valid_mask
 from keras_csp.data.structure import PAD_VALUE
+from keras_csp.postprocess.geometry import letterbox as _letterbox
 
 
 def split_seed(seed, num):
@@ -44,31 +45,15 @@ def resize_long_side(image, size):
 
 
 def letterbox(image, boxes, size, pad_value=PAD_VALUE):
-    """Resize keeping aspect and pad to ``size x size`` with ``pad_value``, centred.
+    """Letterbox uint8 ``image [H, W, 3]`` to ``size x size`` with its ``boxes``.
 
     ``boxes [N, 4+]`` are normalised to ``image``; returns ``(image [S, S, 3] uint8, boxes
-    normalised to the output, image_info [4, 2])`` where ``image_info`` rows are
-    (original h, w), (S, S), (scale y, x), (offset y, x): ``output_px = original_px * scale +
-    offset`` (undo it with ``boxes.boxes_to_original``).
+    normalised to the output, image_info [4, 2])``: the pipeline's face of
+    :func:`keras_csp.postprocess.letterbox`, ``image_info`` its ``Letterbox.to_info()``
+    (``Letterbox.from_info(image_info).boxes_to_original`` undoes it).
     """
-    hw = tf.shape(image)[:2]
-    resized, new_hw = resize_long_side(image, size)
-    top = (size - new_hw[0]) // 2
-    left = (size - new_hw[1]) // 2
-    out = tf.pad(
-        resized,
-        [[top, size - new_hw[0] - top], [left, size - new_hw[1] - left], [0, 0]],
-        constant_values=pad_value,
-    )
-    out = tf.ensure_shape(out, [size, size, 3])
-    f_hw, f_new = tf.cast(hw, tf.float32), tf.cast(new_hw, tf.float32)
-    offset = tf.cast(tf.stack([top, left]), tf.float32)
-    mul = tf.stack([f_new[1], f_new[0], f_new[1], f_new[0]]) / size
-    add = tf.stack([offset[1], offset[0], offset[1], offset[0]]) / size
-    boxes = tf.cast(boxes, tf.float32)
-    boxes = tf.concat([boxes[:, :4] * mul + add, boxes[:, 4:]], axis=-1)
-    image_info = tf.stack([f_hw, tf.fill([2], float(size)), f_new / f_hw, offset])
-    return out, boxes, image_info
+    out, geometry = _letterbox(image, size, pad_value, dtype=tf.uint8)
+    return out, geometry.boxes_to_input(tf.cast(boxes, tf.float32)), geometry.to_info()
 
 
 def random_flip(images, boxes, seed, prob=0.5):

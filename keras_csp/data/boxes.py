@@ -11,6 +11,7 @@ Rows that do not fit ``max_boxes`` are cut; every function that cuts can return 
 """
 
 from keras_csp.backend import tf
+from keras_csp.postprocess.geometry import Letterbox
 
 
 def encode_ignored(classes):
@@ -82,18 +83,11 @@ def boxes_to_original(boxes, image_info):
     """Undo the letterbox: normalised model-input xyxy ``[..., N, 4+]`` -> original-image
     pixel xyxy ``[..., N, 4]``, clipped to the image.
 
-    ``image_info [..., 4, 2]`` rows are (original h, w), (input h, w), (scale y, x) and
-    (offset y, x) with ``input_pixel = original_pixel * scale + offset``.
+    ``image_info [..., 4, 2]`` as ``Letterbox.to_info()`` writes it; the same as
+    ``keras_csp.postprocess.Letterbox.from_info(image_info).boxes_to_original(boxes)``.
     """
-    info = tf.cast(image_info, tf.float32)
-    input_hw, scale, offset, original = info[..., 1, :], info[..., 2, :], info[..., 3, :], info[..., 0, :]
-
-    def xy(v):  # (y, x) pair -> [x, y, x, y] broadcast over boxes
-        return tf.concat([v[..., ::-1], v[..., ::-1]], axis=-1)[..., None, :]
-
-    pixels = boxes[..., :4] * xy(input_hw)
-    out = (pixels - xy(offset)) / xy(scale)
-    return tf.clip_by_value(out, 0.0, xy(original))
+    return Letterbox.from_info(tf.cast(image_info, tf.float32)).boxes_to_original(
+        tf.cast(boxes, tf.float32))
 
 
 def xyxy_to_coco(boxes):

@@ -5,9 +5,7 @@ decoding, augmentation and batching be written once.
 """
 
 from keras_csp.backend import tf
-
-PAD_VALUE = 114
-"""Grey level of letterbox / mosaic padding (Darknet and Ultralytics use 114 = 0.447)."""
+from keras_csp.postprocess.geometry import PAD_VALUE  # noqa: F401  (letterbox / mosaic grey)
 
 DEFAULT_MAX_BOXES = 100
 """Rows of the padded box tensor; COCO has at most 93 non-crowd boxes in one image."""

@@ -10,12 +10,12 @@ or Darknet weights); the detector reuses its layers, so those weights carry over
 import keras_csp.registry as registry  # noqa: PLR0402  (the module, not keras_csp/__init__: no cycle)
 from keras_csp.backend import keras, register, tf
 from keras_csp.detectors.heads import TINY_ANCHORS, head_level, prior_biases, split_anchors, yolo_head
-from keras_csp.detectors.inference import postprocess
 from keras_csp.detectors.necks import HeadSlot, get_neck, level_index
-from keras_csp.detectors.nms import NMSConfig, darknet_nms
 from keras_csp.detectors.task import YOLOTask
 from keras_csp.ops.head_spec import HeadSpec
 from keras_csp.models.application import feature_extractor, pyramid_outputs
+from keras_csp.postprocess.decoder import postprocess
+from keras_csp.postprocess.nms import NMSConfig, darknet_nms
 
 
 def _unpack(data):
@@ -37,7 +37,8 @@ class Detector(YOLOTask):
       detector: the functional network, images ``[B, H, W, 3]`` in [0, 1] -> list of
         ``[B, H/s, W/s, A*(5+C)]`` logits (see :func:`YOLODetector`).
       heads: one ``HeadSpec`` per output; matching_anchors: see ``YOLOTask``.
-      nms: :class:`~keras_csp.detectors.nms.NMSConfig` (or dict) used by ``predict``.
+      nms: :class:`~keras_csp.postprocess.NMSConfig` (or dict) used by ``predict``; default
+        the cfg's ``nms_kind`` / ``beta_nms`` when the heads carry one, else NMSConfig's.
       darknet_blocks: conv block names in the order of the Darknet cfg (for ``.weights``).
       class_names: optional name of each class id (e.g. COCO's 80 with ``weights="coco"``),
         for reading ``predict``'s ``classes`` and for export; serialized with the model.
@@ -48,6 +49,10 @@ class Detector(YOLOTask):
     pixels of the model input, or of the original images when the data carry the letterbox
     geometry: ``(images, {"image_info": ...})`` as ``keras_csp.data`` evaluation datasets
     yield, or ``{"images": ..., "image_info": ...}`` as input.
+
+    Post-processing is part of the model: ``detector.nms = NMSConfig(...)`` (or a dict)
+    changes it after training, the next ``predict`` uses it, and ``get_config`` saves it, so
+    it survives ``.keras`` save / load (``nms_config`` is the same setting under its older name).
     """
 
     def __init__(self, detector, heads, matching_anchors=None, nms=None, darknet_blocks=None,
@@ -56,7 +61,7 @@ class Detector(YOLOTask):
         kind = getattr(self.heads[-1], "nms_kind", "default") if self.heads else "default"
         if nms is None and kind != "default":  # the cfg's nms_kind / beta_nms (last [yolo], as Darknet)
             nms = darknet_nms(kind, self.heads[-1].beta_nms)
-        self.nms_config = NMSConfig.coerce(nms)
+        self.nms = nms
         blocks = darknet_blocks if darknet_blocks is not None else getattr(
             detector, "darknet_blocks", ())
         self.darknet_blocks = tuple(blocks)
@@ -79,6 +84,18 @@ class Detector(YOLOTask):
         self.class_names = names
 
     @property
+    def nms(self):
+        """The :class:`~keras_csp.postprocess.NMSConfig` that ``predict`` and ``detect`` use."""
+        return self._nms
+
+    @nms.setter
+    def nms(self, value):
+        self._nms = NMSConfig.coerce(value)
+        self.predict_function = None  # predict_step was traced with the old settings
+
+    nms_config = nms
+
+    @property
     def backbone(self):
         """The backbone part as a model ``images -> {"P3": ..., ...}`` (shares the layers)."""
         levels = tuple(pyramid_outputs(self.detector))
@@ -97,7 +114,7 @@ class Detector(YOLOTask):
             images = tf.cast(images, tf.float32) / 255.0
         raw = self(images, training=False)
         return postprocess(
-            raw, self.heads, NMSConfig.coerce(nms) if nms is not None else self.nms_config,
+            raw, self.heads, NMSConfig.coerce(nms) if nms is not None else self.nms,
             self._input_hw(images), image_info,
         )
 
@@ -131,7 +148,7 @@ class Detector(YOLOTask):
 
     def get_config(self):
         config = super().get_config()
-        config["nms"] = self.nms_config.get_config()
+        config["nms"] = self.nms.get_config()
         config["darknet_blocks"] = list(self.darknet_blocks)
         config["class_names"] = None if self.class_names is None else list(self.class_names)
         return config

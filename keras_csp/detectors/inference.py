@@ -1,53 +1,17 @@
-"""From raw head outputs to boxes in the pixels of the original images.
+"""Detections for images of any size, in the pixels of each original image.
 
-``postprocess`` is the in-graph stage (decode, score = objectness x class probability,
-NMS, undo the letterbox) that ``Detector.predict`` runs. ``InferenceModel`` /
-``predict_boxes`` take images of any size: each is letterboxed to the detector's input as
-``keras_csp.data`` evaluation pipelines do, and the boxes come back in its own pixels.
+``InferenceModel`` / ``predict_boxes`` letterbox each image to the detector's input
+(:func:`keras_csp.postprocess.letterbox`, as ``keras_csp.data`` evaluation pipelines do) and
+run :func:`keras_csp.postprocess.postprocess` (re-exported here) with that geometry.
 """
 
 import numpy as np
 
 from keras_csp.backend import tf
-from keras_csp.detectors.nms import NMSConfig, non_max_suppression
-from keras_csp.ops.decode import decode_heads
-
-
-def _to_original(boxes, image_info):
-    from keras_csp.data.boxes import boxes_to_original
-
-    return boxes_to_original(boxes, image_info)
-
-
-def postprocess(raw_outputs, heads, nms=None, input_hw=None, image_info=None):
-    """Decode ``raw_outputs`` (list of ``[B, H, W, A*(5+C)]`` logits, in ``heads`` order),
-    run NMS and express boxes in pixels.
-
-    Args:
-      heads: the ``HeadSpec`` of each output; nms: an ``NMSConfig`` or dict.
-      input_hw: model input ``(height, width)``; default ``H * stride`` of the first output.
-      image_info: optional ``[B, 4, 2]`` letterbox geometry (rows: original h, w; input h, w;
-        scale y, x; offset y, x) as ``keras_csp.data`` pipelines carry it. With it boxes are
-        in original-image pixels (clipped to the image), without it in model-input pixels.
-
-    Returns the fixed-size dict of :func:`~keras_csp.detectors.nms.non_max_suppression`.
-    """
-    if not isinstance(raw_outputs, (list, tuple)):
-        raw_outputs = [raw_outputs]
-    if input_hw is None:
-        shape = tf.shape(raw_outputs[0])
-        input_hw = (shape[1] * heads[0].stride, shape[2] * heads[0].stride)
-    decoded = decode_heads(list(raw_outputs), list(heads), input_hw)
-    scores = decoded["objectness"][..., None] * decoded["class_probs"]
-    result = non_max_suppression(decoded["boxes"], scores, NMSConfig.coerce(nms))
-    valid = tf.range(tf.shape(result["scores"])[1])[None] < result["num_detections"][:, None]
-    if image_info is not None:
-        pixels = _to_original(result["boxes"], image_info)
-    else:
-        height, width = (tf.cast(v, tf.float32) for v in input_hw)
-        pixels = result["boxes"] * tf.stack([width, height, width, height])
-    result["boxes"] = tf.where(valid[..., None], pixels, 0.0)
-    return result
+from keras_csp.detectors.detector import network_of
+from keras_csp.postprocess.decoder import postprocess
+from keras_csp.postprocess.geometry import letterbox
+from keras_csp.postprocess.nms import NMSConfig
 
 
 def _as_uint8(image):
@@ -89,7 +53,7 @@ class InferenceModel:
         self.heads = tuple(heads) if heads is not None else tuple(detector.heads)
         config = nms if nms is not None else getattr(detector, "nms_config", None)
         self.nms = NMSConfig.coerce(config)
-        network = getattr(detector, "detector", detector)
+        network = network_of(detector)
         shape = network.inputs[0].shape
         if input_size is None:
             if shape[1] is None or shape[1] != shape[2]:
@@ -109,11 +73,8 @@ class InferenceModel:
 
     def letterbox(self, image):
         """``(input float32 [S, S, 3] in [0, 1], image_info [4, 2])`` for one image."""
-        from keras_csp.data.augment import letterbox
-
-        boxes = tf.zeros([0, 4], tf.float32)
-        padded, _, info = letterbox(tf.constant(_as_uint8(image)), boxes, self.input_size)
-        return tf.cast(padded, tf.float32) / 255.0, info
+        padded, geometry = letterbox(tf.constant(_as_uint8(image)), self.input_size)
+        return padded, geometry.to_info()
 
     def _forward(self, images, image_info):
         raw = self._network(images, training=False)

@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from keras_csp.postprocess.geometry import Letterbox
+
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 """Names of the 12 numbers of ``COCOeval.summarize()``, in its order."""
 LOGGED_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
@@ -84,22 +86,20 @@ class GroundTruthBuilder:
     def add(self, boxes, image_ids, image_info):
         boxes = np.asarray(boxes, np.float64)
         info = np.asarray(image_info, np.float64)
+        geometry = Letterbox.from_info(info)
+        pixels = geometry.boxes_to_original(boxes[..., :4]).numpy()  # float64, clipped
         for b, image_id in enumerate(np.asarray(image_ids).reshape(-1)):
             image_id = int(image_id)
             if image_id in self._seen:
                 continue
             self._seen.add(image_id)
-            (height, width), (in_h, in_w), (sy, sx), (oy, ox) = info[b]
+            height, width = geometry.original_hw[b]
             self.images.append({"id": image_id, "width": int(round(width)), "height": int(round(height))})
-            for row in boxes[b]:
+            for row, (x0, y0, x1, y1) in zip(boxes[b], pixels[b]):
                 crowd = row[4] <= -2
                 if row[4] < 0 and not crowd:  # padding
                     continue
                 cls = int(-2 - row[4]) if crowd else int(row[4])
-                x0 = np.clip((row[0] * in_w - ox) / sx, 0, width)
-                y0 = np.clip((row[1] * in_h - oy) / sy, 0, height)
-                x1 = np.clip((row[2] * in_w - ox) / sx, 0, width)
-                y1 = np.clip((row[3] * in_h - oy) / sy, 0, height)
                 if x1 <= x0 or y1 <= y0:
                     continue
                 self.annotations.append({

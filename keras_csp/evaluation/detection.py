@@ -10,9 +10,9 @@ import logging
 
 from keras_csp.backend import tf
 from keras_csp.detectors.detector import network_of
-from keras_csp.detectors.inference import postprocess
-from keras_csp.detectors.nms import NMSConfig
 from keras_csp.evaluation.coco import GroundTruthBuilder, detections_to_coco, evaluate_coco, load_ground_truth
+from keras_csp.postprocess.decoder import postprocess
+from keras_csp.postprocess.nms import NMSConfig
 
 REFERENCE_EVAL_NMS = NMSConfig(score_threshold=0.001, iou_threshold=0.6, max_detections=300, multi_label=True,
                                pre_nms_top_k=30000)

@@ -211,6 +211,7 @@ def collect_samples(dataset, detect, num_images=8):
     detections of ``detect`` (a :func:`~keras_csp.evaluation.detection.detection_function`),
     in pixels of the model input with the letterbox padding cropped off."""
     from keras_csp.backend import tf
+    from keras_csp.postprocess.geometry import Letterbox
 
     samples = []
     for images, meta in dataset:
@@ -224,8 +225,9 @@ def collect_samples(dataset, detect, num_images=8):
         for b in range(len(pixels)):
             if len(samples) >= num_images:
                 break
-            (_, _), (in_h, in_w), (sy, sx), (oy, ox) = infos[b]
-            (height, width) = infos[b][0]
+            geometry = Letterbox.from_info(infos[b])
+            (in_h, in_w), (sy, sx), (oy, ox) = geometry.input_hw, geometry.scale, geometry.offset
+            (height, width) = geometry.original_hw
             ch, cw = max(1, int(round(height * sy))), max(1, int(round(width * sx)))
             top, left = int(round(oy)), int(round(ox))
             crop = np.clip(np.round(pixels[b, top:top + ch, left:left + cw] * 255.0), 0, 255).astype(np.uint8)

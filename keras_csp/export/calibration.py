@@ -127,8 +127,7 @@ def calibration_images(source, input_size, limit=DEFAULT_SAMPLES):
     """
     from PIL import Image
 
-    from keras_csp.backend import tf
-    from keras_csp.export import serving
+    from keras_csp.postprocess.geometry import letterbox
 
     files = image_files(source)
     if not files:
@@ -138,6 +137,6 @@ def calibration_images(source, input_size, limit=DEFAULT_SAMPLES):
     for path in files[::step][:limit]:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
-        boxed, _, _ = serving.letterbox(tf.constant(pixels[None]), input_size)
-        images.append(boxed.numpy()[0])
+        boxed, _ = letterbox(pixels, input_size)
+        images.append(boxed.numpy())
     return np.stack(images)

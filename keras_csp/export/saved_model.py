@@ -8,6 +8,9 @@ import tempfile
 
 from keras_csp.backend import LEGACY_KERAS, tf
 from keras_csp.export import _files, serving
+from keras_csp.postprocess.decoder import postprocess
+from keras_csp.postprocess.geometry import letterbox as letterbox_images
+from keras_csp.postprocess.nms import NMSConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,7 +20,8 @@ class ServingConfig:
     input_size: tuple
     input_type: str = "float32"
     letterbox: bool = False
-    post: serving.Postprocess = None
+    nms: NMSConfig = None
+    """The exported NMS settings; None: raw outputs, no NMS."""
     batch_size: int = None
     names: tuple = ()
     heads: tuple = None
@@ -36,18 +40,17 @@ def make_config(model, input_size=None, input_type="float32", letterbox=False, n
         raise ValueError(f"nms must be True or False; received {nms!r}.")
     if heads is not None:
         _check_heads(model, heads)
-    post = None
+    nms_config = None
     if nms:
         if heads is None:
             raise ValueError(
                 "nms=True needs the detector's head specs: pass heads=[HeadSpec(...), ...] "
                 f"(model {model.name!r} carries none)."
             )
-        post = serving.postprocess_from(model, heads, max_detections, iou_threshold,
-                                        score_threshold)
+        nms_config = serving.nms_from(model, max_detections, iou_threshold, score_threshold)
     if batch_size is not None and (int(batch_size) < 1):
         raise ValueError(f"batch_size must be None or >= 1; received {batch_size!r}.")
-    return ServingConfig(size, input_type, bool(letterbox), post,
+    return ServingConfig(size, input_type, bool(letterbox), nms_config,
                          None if batch_size is None else int(batch_size),
                          tuple(serving.output_names(model, heads)), heads)
 
@@ -73,40 +76,36 @@ def serving_function(model, config):
     height, width = config.input_size
 
     def serve(images):
+        geometry = None
         if config.letterbox:
-            x, scale, offset = serving.letterbox(images, config.input_size)
+            x, geometry = letterbox_images(images, config.input_size)
         else:
             x = serving.to_unit_float(images)
         raw = serving.call_model(model, x)
-        if config.post is None:
+        if config.nms is None:
             outputs = dict(zip(config.names, raw))
-            if config.letterbox:
-                batch = tf.shape(images)[0]
-                outputs["letterbox_scale"] = tf.tile(scale[None], [batch, 1])
-                outputs["letterbox_offset"] = tf.tile(offset[None], [batch, 1])
+            if geometry is not None:
+                outputs["image_info"] = tf.tile(geometry.to_info()[None], [tf.shape(images)[0], 1, 1])
             return outputs
-        detections = _detect_any_batch(raw, config.post, (height, width))
-        if config.letterbox:
-            image_hw = tf.shape(images)[1:3]
-            detections["boxes"] = serving.undo_letterbox(
-                detections["boxes"], (height, width), scale, offset, image_hw)
-            keep = tf.range(config.post.max_detections)[None, :] < detections[
-                "num_detections"][:, None]
-            detections["boxes"] = tf.where(keep[..., None], detections["boxes"], 0.0)
-        return detections
+        return _detect_any_batch(raw, config, (height, width), geometry)
 
     return serve
 
 
-def _detect_any_batch(raw, post, size):
+def _detect_any_batch(raw, config, size, geometry):
+    """``postprocess`` with the builtin NMS kernel, per image when the batch is dynamic."""
+
+    def run(outputs):
+        return postprocess(outputs, config.heads, config.nms, size, geometry, kernel="builtin",
+                           pixels=False)
+
     if raw[0].shape[0] is not None:
-        return serving.detect(raw, post, size)
+        return run(raw)
 
     def one(outputs):
-        result = serving.detect([o[None] for o in outputs], post, size)
-        return {key: value[0] for key, value in result.items()}
+        return {key: value[0] for key, value in run([o[None] for o in outputs]).items()}
 
-    k = post.max_detections
+    k = config.nms.max_detections
     signature = {
         "boxes": tf.TensorSpec([k, 4], tf.float32),
         "scores": tf.TensorSpec([k], tf.float32),
@@ -150,12 +149,13 @@ def to_saved_model(model, directory, *, input_size=None, input_type="float32", l
       255 in the graph).
     - ``letterbox=True``: ``images`` may have any height and width; they are letterboxed to
       ``input_size`` in the graph (bilinear, grey 114 padding), and box outputs come back in
-      pixels of the image given. Without NMS the raw outputs come with ``letterbox_scale``
-      and ``letterbox_offset`` to undo it.
+      pixels of the image given. Without NMS the raw outputs come with ``image_info``
+      ``[B, 4, 2]``, the letterbox geometry in the library's one convention (rows: original
+      (h, w), input (h, w), scale (y, x), offset (y, x); see ``keras_csp.postprocess.Letterbox``).
     - ``nms=True`` (detectors; ``heads`` or ``model.heads`` needed): outputs ``boxes``
       ``[B, K, 4]`` xyxy, ``scores``, ``classes`` (-1 pads) and ``num_detections``, with
       ``K = max_detections``; otherwise the raw per-scale outputs, named ``stride8`` ...
-      Thresholds default to the detector's ``nms_config`` (else 100, 0.45, 0.25); NMS is
+      Thresholds default to the detector's ``nms`` (else 100, 0.45, 0.25); NMS is
       greedy and class-aware with each box's best class, as ``Detector.predict``.
     - ``model``: a functional model, or a ``keras_csp.detectors.Detector`` (its network,
       heads and NMS settings are used).

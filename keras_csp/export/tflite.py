@@ -138,9 +138,9 @@ def _sidecar(model, path, config, quantize, nms, interpreter, labels_file):
     outputs = runner.get_output_details()
     image = inputs["images"]
     heads = config.heads
-    post = config.post
+    post = config.nms
     if post is None and heads is not None:  # thresholds for apps doing NMS themselves
-        post = serving.postprocess_from(model, heads)
+        post = serving.nms_from(model)
     output_order = (["boxes", "scores", "classes", "num_detections"] if nms == "builtin"
                     else list(config.names))
     return {

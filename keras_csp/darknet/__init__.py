@@ -4,12 +4,14 @@
 
 See :func:`load`, :func:`build_model`, :func:`parse_cfg`, :func:`infer_network`,
 :func:`read_weights` / :func:`write_weights` and :func:`load_conv_weights` (for models whose
-conv blocks follow :func:`keras_csp.layers.conv_bn_act`'s naming).
+conv blocks follow :func:`keras_csp.layers.conv_bn_act`'s naming), with the cfg order of a
+model's blocks from :func:`darknet_order` (it survives ``.keras`` save and load).
 """
 
 from keras_csp.darknet.api import cfg_nms, head_specs, load, load_detector, save_weights
 from keras_csp.darknet.builder import block_name, build_model, default_outputs
 from keras_csp.darknet.cfg import Cfg, CfgError, Section, parse_cfg, parse_cfg_text
+from keras_csp.darknet.order import DarknetBlocksModel, darknet_order
 from keras_csp.darknet.spec import Network, infer_network, yolo_head_spec
 from keras_csp.darknet.summary import format_summary, summarize
 from keras_csp.darknet.weights import (
@@ -28,11 +30,13 @@ __all__ = [
     "head_specs",
     "load_detector",
     "CfgError",
+    "DarknetBlocksModel",
     "DarknetWeights",
     "Network",
     "Section",
     "block_name",
     "build_model",
+    "darknet_order",
     "default_outputs",
     "format_summary",
     "infer_network",

@@ -4,12 +4,14 @@ import warnings
 
 from keras_csp.darknet.builder import build_graph, model_from_graph, output_indices
 from keras_csp.darknet.cfg import CfgError
+from keras_csp.darknet.order import darknet_order
 from keras_csp.darknet.spec import Network, infer_network
 from keras_csp.darknet.weights import (
     DarknetWeights,
     assign,
     extract_arrays,
     keras_assignments,
+    param_layers_from_model,
     param_layers_from_network,
     read_weights,
     split_weights,
@@ -66,14 +68,43 @@ def _holds_all(model, layers):
 
 
 def save_weights(model, cfg, path, header=None, input_size=None):
-    """Write the weights of a model built from ``cfg`` as a Darknet ``.weights`` file."""
+    """Write the weights of a model of ``cfg`` as a Darknet ``.weights`` file.
+
+    ``model`` is built from ``cfg`` (its layers named by cfg index), or is a keras_csp
+    backbone or detector of that cfg (built, or reloaded from ``.keras``): its conv blocks,
+    in the order it keeps (:func:`~keras_csp.darknet.darknet_order`), take the cfg's weighted
+    layers one by one, and any shape that differs from the cfg's raises ``ValueError``.
+    """
     network = _network(cfg, input_size)
     layers = param_layers_from_network(network)
+    if not _holds_all(model, layers):
+        layers = param_layers_from_network(network, _cfg_names(model, network, layers))
     header = header or DarknetWeights()
     out = DarknetWeights(header.major, header.minor, header.revision, header.seen)
     out.values = extract_arrays(model, layers, out.transposed)
     write_weights(path, out)
     return out
+
+
+def _cfg_names(model, network, layers):
+    """Darknet layer index -> the name of ``model``'s block in that place of the cfg, each
+    block checked to have the cfg layer's kind, filters, inputs, size and batch norm."""
+    ours = param_layers_from_model(model, darknet_order(model))
+    if len(ours) != len(layers):
+        raise ValueError(f"model {model.name!r} has {len(ours)} conv blocks in Darknet order; "
+                         f"{network.path} has {len(layers)} weighted layers.")
+    for mine, theirs in zip(ours, layers):
+        if _shape(mine) != _shape(theirs):
+            raise ValueError(f"{theirs.where}: {_shape(theirs)} in the cfg, but block "
+                             f"{mine.name!r} of model {model.name!r} is {_shape(mine)}.")
+    weighted = [spec.index for spec in network.layers if spec.weight_floats]
+    return dict(zip(weighted, (layer.name for layer in ours)))
+
+
+def _shape(layer):
+    inputs = tuple(layer.in_channels) if isinstance(layer.in_channels, (tuple, list)) else layer.in_channels
+    return {"kind": layer.kind, "filters": layer.filters, "inputs": inputs, "size": layer.size,
+            "batch_normalize": layer.batch_normalize}
 
 
 def head_specs(cfg, input_size=None):

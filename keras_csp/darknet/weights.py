@@ -380,6 +380,14 @@ def assign(plan):
         keras_layer.set_weights([np.asarray(v, np.float32) for v in values])
 
 
+def _blocks_of(model, block_names):
+    if block_names is not None:
+        return block_names
+    from keras_csp.darknet.order import darknet_order
+
+    return darknet_order(model)
+
+
 def load_arrays(model, layers, weights, source="the model", allow_extra=False):
     """Validate ``weights`` against ``layers`` and assign them to ``model``, all-or-nothing."""
     arrays = split_weights(weights, layers, source, allow_extra)
@@ -392,7 +400,9 @@ def load_conv_weights(model, block_names, weights_path, allow_extra=False, allow
     """Load a Darknet ``.weights`` file into the conv blocks ``block_names`` of ``model``.
 
     ``block_names`` lists the model's Darknet conv blocks in cfg order, each made of
-    ``{name}_conv`` and, when batch-normalised, ``{name}_bn`` (conv_bn_act's naming).
+    ``{name}_conv`` and, when batch-normalised, ``{name}_bn`` (conv_bn_act's naming);
+    ``None`` takes the order the model keeps (:func:`~keras_csp.darknet.darknet_order`:
+    keras_csp backbones and detectors, built or reloaded from ``.keras``).
     A file with fewer floats, or more (unless ``allow_extra``, e.g. a backbone without the
     classifier; ``allow_trailing`` is the same flag), raises ValueError saying how many
     floats were expected and found, and nothing is assigned. Returns the
@@ -400,7 +410,7 @@ def load_conv_weights(model, block_names, weights_path, allow_extra=False, allow
     """
     if allow_trailing is not None:
         allow_extra = allow_trailing
-    layers = param_layers_from_model(model, block_names)
+    layers = param_layers_from_model(model, _blocks_of(model, block_names))
     weights = read_weights(weights_path)
     return load_arrays(model, layers, weights, f"model {model.name!r}", allow_extra)
 
@@ -431,8 +441,9 @@ def extract_arrays(model, layers, transposed=False):
 
 
 def save_conv_weights(model, block_names, path, header=None):
-    """Write the conv blocks ``block_names`` of ``model`` as a Darknet ``.weights`` file."""
-    layers = param_layers_from_model(model, block_names)
+    """Write the conv blocks ``block_names`` of ``model`` as a Darknet ``.weights`` file
+    (``None``: the model's own order, as in :func:`load_conv_weights`)."""
+    layers = param_layers_from_model(model, _blocks_of(model, block_names))
     header = header or DarknetWeights()
     out = DarknetWeights(header.major, header.minor, header.revision, header.seen)
     out.values = extract_arrays(model, layers, out.transposed)

@@ -9,6 +9,7 @@ or Darknet weights); the detector reuses its layers, so those weights carry over
 
 import keras_csp.registry as registry  # noqa: PLR0402  (the module, not keras_csp/__init__: no cycle)
 from keras_csp.backend import keras, register, tf
+from keras_csp.darknet.order import DarknetBlocksModel, blocks_present, darknet_order
 from keras_csp.detectors.heads import TINY_ANCHORS, head_level, prior_biases, split_anchors, yolo_head
 from keras_csp.detectors.necks import HeadSlot, get_neck, level_index
 from keras_csp.detectors.task import YOLOTask
@@ -62,8 +63,7 @@ class Detector(YOLOTask):
         if nms is None and kind != "default":  # the cfg's nms_kind / beta_nms (last [yolo], as Darknet)
             nms = darknet_nms(kind, self.heads[-1].beta_nms)
         self.nms = nms
-        blocks = darknet_blocks if darknet_blocks is not None else getattr(
-            detector, "darknet_blocks", ())
+        blocks = darknet_blocks if darknet_blocks is not None else darknet_order(detector, default=())
         self.darknet_blocks = tuple(blocks)
         self.class_names = None
         if class_names is not None:
@@ -258,13 +258,11 @@ def YOLODetector(
     raw = yolo_head(neck_outputs, heads, head_blocks)
     network_name = _safe(name or f"{backbone.name}_{type(neck).__name__}")
     inputs = backbone.inputs[0] if len(backbone.inputs) == 1 else backbone.inputs
-    network = keras.Model(inputs, raw, name=network_name)
+    network = DarknetBlocksModel(inputs, raw, name=network_name)
     head_levels = [head_level(h) for h in heads]
     # Backbone stages no neck level reads (e.g. a stride-64 stage under a P4/P5 head) are not
     # part of the network; their blocks are left out of the Darknet order too.
-    present = {layer.name for layer in network.layers}
-    backbone_blocks = [b for b in getattr(backbone, "darknet_blocks", ())
-                       if f"{b}_conv" in present or f"{b}_dense" in present]
+    backbone_blocks = blocks_present(network, darknet_order(backbone, default=()))
     blocks = _cfg_order(backbone_blocks, registry, head_blocks, head_levels)
     network.darknet_blocks = blocks
     if prior_init:

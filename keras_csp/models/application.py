@@ -7,6 +7,7 @@ import numpy as np
 
 import keras_csp.models.pretrained as pretrained  # noqa: PLR0402  (the module, not the package: no cycle)
 from keras_csp.backend import keras, tf
+from keras_csp.darknet.order import DarknetBlocksModel
 from keras_csp.layers import check_activation, conv_bn_act
 from keras_csp.models.stages import apply_partial_ratio, build_stage, check_fusion
 
@@ -157,9 +158,8 @@ def classifier_top(x, include_top, pooling, classes, classifier_activation, regi
 def finish_backbone(inputs, input_tensor, outputs, name, registry, weights, model_name, activation, include_top):
     """The functional model, its Darknet block order and its weights (every builder's last step)."""
     model_inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
-    model = keras.Model(model_inputs, outputs, name=name)
-    # Darknet cfg order of the conv blocks; used to map .weights files (not serialized).
-    model.darknet_blocks = tuple(registry)
+    # The conv blocks' Darknet cfg order is part of the model's config (see darknet_order).
+    model = DarknetBlocksModel(model_inputs, outputs, name=name, darknet_blocks=registry)
     if weights is not None:
         pretrained.load(model, weights, model_name, activation=activation, include_top=include_top)
     return model

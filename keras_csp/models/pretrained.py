@@ -36,13 +36,12 @@ def load(model, weights, model_name, activation="leaky", include_top=True):
         model.load_weights(path)
         return model
     if path.endswith(".weights") or (entry is not None and entry.format == "darknet"):
+        from keras_csp.darknet.order import darknet_order
         from keras_csp.darknet.weights import load_conv_weights
 
-        blocks = model.darknet_blocks
-        if not include_top:
-            # Darknet files hold the classifier last; without the top we read only the backbone.
-            blocks = tuple(b for b in blocks if b != "predictions")
-        load_conv_weights(model, blocks, path, allow_extra=not include_top)
+        # Darknet files hold the classifier last: a model without the top reads the backbone
+        # blocks and leaves the classifier's floats unread.
+        load_conv_weights(model, darknet_order(model), path, allow_extra=not include_top)
     else:
         model.load_weights(path)
     return model

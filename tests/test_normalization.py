@@ -1,5 +1,5 @@
 """FusedBatchNormalization trains as Keras' BatchNormalization does (outputs, gradients and
-moving statistics), with TensorFlow's fused kernel; inference and save/load are Keras' own."""
+moving statistics), with TensorFlow's fused kernel, in training and at inference; save/load is Keras' own."""
 
 import numpy as np
 import pytest
@@ -33,15 +33,27 @@ def test_fused_training_step_equals_keras_batch_normalization(shape):
     assert not np.allclose(got[4], 0.0)  # the moving statistics moved
 
 
-def test_inference_and_frozen_layers_take_keras_path_and_mixed_precision_keeps_dtypes():
+def test_inference_and_frozen_layers_equal_keras_and_mixed_precision_keeps_dtypes():
     x = tf.random.stateless_normal((4, 8, 8, 6), seed=(3, 4))
-    fused = FusedBatchNormalization()
-    fused.build(x.shape)
-    fused.moving_mean.assign(tf.fill([6], 0.5))
-    np.testing.assert_allclose(fused(x, training=False), (x - 0.5) / np.sqrt(1.0 + fused.epsilon), rtol=1e-5,
-                               atol=1e-5)
-    fused.trainable = False  # a frozen BN normalizes with its moving statistics, as Keras'
-    np.testing.assert_allclose(fused(x, training=True), fused(x, training=False), atol=1e-6)
+    reference, fused = keras.layers.BatchNormalization(), FusedBatchNormalization()
+    for layer in (reference, fused):
+        layer.build(x.shape)
+        layer.moving_mean.assign(tf.linspace(-0.5, 0.5, 6))
+        layer.moving_variance.assign(tf.linspace(0.2, 3.0, 6))
+        layer.gamma.assign(tf.linspace(0.5, 2.0, 6))
+    np.testing.assert_allclose(fused(x, training=False), reference(x, training=False), rtol=1e-5, atol=1e-5)
+    for layer in (reference, fused):
+        layer.trainable = False  # a frozen BN normalizes with its moving statistics, as Keras'
+    expected, got = _step(reference, x)[:2], _step(fused, x)[:2]  # the outputs and dx
+    for name, a, b in zip(["output", "dx"], expected, got):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(fused.moving_mean, reference.moving_mean)  # untouched
+    # In a graph, the optimizer can fold the inference op into the conv before it.
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, conv_bn_act(inputs, 4, 3, activation="leaky", name="c"))
+    graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(
+        tf.TensorSpec((1, 8, 8, 3))).graph.as_graph_def()
+    assert {"Conv2D", "FusedBatchNormV3"} <= {n.op for n in graph.node}
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:

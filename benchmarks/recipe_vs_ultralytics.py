@@ -134,11 +134,12 @@ def _detections(image_id, boxes, scores, classes):
 
 
 # ----------------------------------------------------------------------------- keras_csp
-def run_keras_csp(data_yaml, out, minutes, size):
-    """``keras-csp train`` with defaults only; returns (run dir, wall seconds)."""
+def run_keras_csp(data_yaml, out, minutes, size, extra=()):
+    """``keras-csp train`` with defaults only (plus ``extra`` flags, to measure a variant of the
+    recipe); returns (run dir, wall seconds)."""
     command = [sys.executable, "-c", "import sys; from keras_csp.cli import main; sys.exit(main(sys.argv[1:]))",
                "train", "--data", data_yaml, "--model", MODEL, "--image-size", str(size), "--time", str(minutes),
-               "--out", out, "--verbose", "2"]
+               "--out", out, "--verbose", "2", *extra]
     print("$ keras-csp " + " ".join(command[3:]), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True)
@@ -223,6 +224,10 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--bench-python", default=BENCH_PYTHON, help="Python with ultralytics (and scikit-image)")
     parser.add_argument("--ultralytics-model", default="yolo11n.yaml")
+    parser.add_argument("--keras-csp-args", default="",
+                        help="extra `keras-csp train` flags (a recipe variant), e.g. '--head-options neighbor_cells=1'")
+    parser.add_argument("--tag", default="", help="suffix of the keras_csp run folder (to keep variants apart)")
+    parser.add_argument("--tools", default="keras_csp,ultralytics", help="which tools to run")
     parser.add_argument("--ultralytics-worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.ultralytics_worker:
@@ -230,7 +235,8 @@ def main(argv=None):
         return ultralytics_worker(data_yaml, out, float(minutes), int(size), model_yaml, predictions)
 
     os.makedirs(args.out, exist_ok=True)
-    has_ultralytics = _python_with("ultralytics", args.bench_python)
+    tools = set(args.tools.split(","))
+    has_ultralytics = "ultralytics" in tools and _python_with("ultralytics", args.bench_python)
     if not has_ultralytics:
         print(f"ultralytics is not importable by {args.bench_python}: keras_csp rows only")
     results = []
@@ -242,12 +248,13 @@ def main(argv=None):
             names = [line.strip() for line in f if line.strip()]
         gt = coco_ground_truth(rows, names)
 
-        run_dir, seconds = run_keras_csp(data_yaml, os.path.join(args.out, "runs", f"{name}-keras_csp"),
-                                         args.minutes, args.size)
-        ap50, ap = score(gt, keras_csp_predictions(run_dir, rows, args.size))
-        results.append({"set": name, "tool": f"keras_csp {MODEL}", "AP50": ap50, "AP": ap,
-                        "epochs": keras_csp_epochs(run_dir), "minutes": seconds / 60})
-        print(results[-1], flush=True)
+        if "keras_csp" in tools:
+            run_dir, seconds = run_keras_csp(data_yaml, os.path.join(args.out, "runs", f"{name}-keras_csp{args.tag}"),
+                                             args.minutes, args.size, args.keras_csp_args.split())
+            ap50, ap = score(gt, keras_csp_predictions(run_dir, rows, args.size))
+            results.append({"set": name, "tool": f"keras_csp {MODEL} {args.keras_csp_args}".strip(), "AP50": ap50,
+                            "AP": ap, "epochs": keras_csp_epochs(run_dir), "minutes": seconds / 60})
+            print(results[-1], flush=True)
         if has_ultralytics:
             out = os.path.join(args.out, "runs", f"{name}-ultralytics")
             os.makedirs(out, exist_ok=True)
@@ -273,7 +280,7 @@ def main(argv=None):
             print(f"| {r['set']} | {r['tool']} | failed: {r['error'].splitlines()[-1]} | | | {r['minutes']:.1f} |")
         else:
             print(f"| {r['set']} | {r['tool']} | {r['AP50']:.4f} | {r['AP']:.4f} | {r['epochs']} | {r['minutes']:.1f} |")
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+    with open(os.path.join(args.out, f"results{args.tag}.json"), "w") as f:
         json.dump({"cpu": model, "simd_flags": simd, "flags": flags, "minutes": args.minutes, "results": results,
                    "command": " ".join(sys.argv)}, f, indent=1)
     return 0

@@ -41,8 +41,9 @@ def test_quick_demo_learns(tmp_path):
     assert done.returncode == 0, output[-4000:]  # the exit code says the detector learned
     assert report["learned"]
     floor, final = report["untrained"]["stats"], report["final"]["stats"]
-    # Measured: 0.096 after 7 epochs in its 3 minutes (untrained 0.008), on a loaded 2-core machine.
-    assert final["AP50"] >= max(0.05, 3 * floor["AP50"]), (floor, final)  # measured 0.129 (README)
+    # The quick recipe (96x96, batch 32, Adam 6e-3, 3 minutes) measured 0.277 (README); the floor
+    # is close enough to show a regression and leaves room for a slower machine.
+    assert final["AP50"] >= max(0.15, 3 * floor["AP50"]), (floor, final)
     assert final["AP"] > floor["AP"]
     assert "held-out mAP@0.5 = " in output
     _check_outputs(tmp_path, report)

@@ -80,6 +80,11 @@ def test_letterbox_boxes_follow_pixels_and_image_info_inverts():
     assert_boxes_cover_colours(out, out_boxes.numpy())
     original = boxes_to_original(out_boxes[None, :, :4], info[None])[0].numpy()
     np.testing.assert_allclose(original, boxes * [100, 60, 100, 60], atol=0.6)
+    # One geometry: the same Letterbox from the sizes alone, and its own inverse.
+    from keras_csp.postprocess import Letterbox
+
+    np.testing.assert_array_equal(Letterbox.fit([60, 100], (64, 64)).to_info().numpy(), info.numpy())
+    np.testing.assert_array_equal(Letterbox.from_info(info).boxes_to_original(out_boxes).numpy(), original)
 
 
 def _prepared(size, images):

@@ -14,9 +14,10 @@ import pytest
 
 from keras_csp.backend import keras, tf
 from keras_csp.export import examples, to_tflite
-from keras_csp.ops.decode import decode_heads
+from keras_csp.ops.decode import MAX_LOG_WH, decode_heads
 from keras_csp.ops.head_spec import HeadSpec
 from keras_csp.postprocess import NMSConfig, letterbox, postprocess
+from keras_csp.postprocess import nms as nms_module
 
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tflite")
 sys.path.insert(0, TOOLS)
@@ -73,6 +74,7 @@ def test_decode_matches_keras_csp_ops(scale_x_y, new_coords):
     raw = [rng.normal(0, 3, (1, 6, 8, 18)).astype(np.float32),
            rng.normal(0, 3, (1, 3, 4, 9)).astype(np.float32)]
     raw[0][0, 0, 0, 2] = 40.0  # beyond the exp() clip
+    assert yolo_numpy.MAX_LOG_WH == MAX_LOG_WH  # one clip, written twice only for the lean runtime
     want = decode_heads([tf.constant(r) for r in raw], heads, (48, 64))
     sidecar_heads = [{"stride": h.stride, "anchors": h.anchors, "num_classes": h.num_classes,
                       "scale_x_y": h.scale_x_y, "new_coords": h.new_coords} for h in heads]
@@ -94,6 +96,7 @@ def test_nms_matches_the_exported_graph(class_aware, top_k):
     want = postprocess([tf.constant(r) for r in raw], heads, nms, (64, 64), kernel="builtin",
                        pixels=False)
     sidecar_heads = [{"stride": h.stride, "anchors": h.anchors, "num_classes": 3} for h in heads]
+    assert (yolo_numpy.NMS_RANGE, yolo_numpy.CLASS_SHIFT) == (nms_module.NMS_RANGE, nms_module.CLASS_SHIFT)
     got = yolo_numpy.nms(*yolo_numpy.decode(raw, sidecar_heads, (64, 64)), 0.4, 0.2, 30,
                          class_aware, top_k)
     count = int(want["num_detections"][0])

@@ -29,7 +29,7 @@ from keras_csp.detectors.builders import (  # noqa: E402
 )
 from keras_csp.detectors.detector import Detector, YOLODetector, network_of  # noqa: E402
 from keras_csp.detectors.inference import InferenceModel, postprocess, predict_boxes  # noqa: E402
-from keras_csp.detectors.nms import NMSConfig, non_max_suppression  # noqa: E402
+from keras_csp.postprocess.nms import NMSConfig, non_max_suppression  # noqa: E402
 from keras_csp.detectors import transfer  # noqa: E402  (fine-tuning from other classes)
 from keras_csp.detectors.transfer import load_matching, load_pretrained  # noqa: E402
 

@@ -259,7 +259,7 @@ def _per_image(run):
 
 def _evaluate(model, network, heads, dataset, source, ground_truth, run):
     from keras_csp.backend import tf
-    from keras_csp.detectors.inference import postprocess
+    from keras_csp.postprocess.decoder import postprocess
     from keras_csp.evaluation.detection import EVAL_NMS, evaluate_detector
 
     def detect(images, image_info):

@@ -93,26 +93,8 @@ def serving_function(model, config):
 
 
 def _detect_any_batch(raw, config, size, geometry):
-    """``postprocess`` with the builtin NMS kernel, per image when the batch is dynamic."""
-
-    def run(outputs):
-        return postprocess(outputs, config.heads, config.nms, size, geometry, kernel="builtin",
-                           pixels=False)
-
-    if raw[0].shape[0] is not None:
-        return run(raw)
-
-    def one(outputs):
-        return {key: value[0] for key, value in run([o[None] for o in outputs]).items()}
-
-    k = config.nms.max_detections
-    signature = {
-        "boxes": tf.TensorSpec([k, 4], tf.float32),
-        "scores": tf.TensorSpec([k], tf.float32),
-        "classes": tf.TensorSpec([k], tf.int32),
-        "num_detections": tf.TensorSpec([], tf.int32),
-    }
-    return tf.map_fn(one, raw, fn_output_signature=signature)
+    """``postprocess`` with the builtin NMS kernel (image by image when the batch is dynamic)."""
+    return postprocess(raw, config.heads, config.nms, size, geometry, kernel="builtin", pixels=False)
 
 
 def input_signature(config):

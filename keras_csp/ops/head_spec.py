@@ -40,7 +40,7 @@ class HeadSpec:
     for i in anchor_indices]``). A ground truth whose best anchor in ``matching_anchors`` is
     one of this head's is a positive here (so one box can be a positive in two heads whose
     masks share an anchor, as in yolov4-tiny). Both None: the pool is ``YoloLoss``'s.
-    ``nms_kind`` / ``beta_nms``: the section's NMS (see :func:`keras_csp.detectors.nms.darknet_nms`).
+    ``nms_kind`` / ``beta_nms``: the section's NMS (see :func:`keras_csp.postprocess.nms.darknet_nms`).
 
     Beyond Darknet (off by default, so the paper's assignment stays the default): ``anchor_t``
     (YOLOv5's: every anchor of this head with ``max(w/a_w, a_w/w, h/a_h, a_h/h) < anchor_t``

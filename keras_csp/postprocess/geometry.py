@@ -22,7 +22,8 @@ PAD_VALUE = 114
 
 def _xyxy(pair):
     """A (y, x) pair ``[..., 2]`` -> ``[..., 1, 4]`` = (x, y, x, y), to broadcast over boxes."""
-    return tf.concat([pair[..., ::-1], pair[..., ::-1]], axis=-1)[..., None, :]
+    # gather + expand_dims, not pair[..., ::-1] / [..., None, :]: tf2onnx mistranslates those.
+    return tf.expand_dims(tf.gather(pair, [1, 0, 1, 0], axis=-1), -2)
 
 
 class Letterbox:

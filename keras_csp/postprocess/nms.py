@@ -324,8 +324,9 @@ def non_max_suppression(boxes, scores, config=None, **overrides):
 def builtin_nms(boxes, scores, config=None):
     """NMS from TFLite builtin ops: ``boxes [B, N, 4]`` normalised xyxy, ``scores [B, N, C]``.
 
-    Greedy and single-label only (``config.exportable``); the batch must be static. Each box
-    keeps its best class, the ``pre_nms_top_k`` best are candidates; returns the dict of
+    Greedy and single-label only (``config.exportable``); the candidate count ``N`` must be
+    static (a dynamic batch runs image by image in a ``tf.map_fn``). Each box keeps its best
+    class, the ``pre_nms_top_k`` best are candidates; returns the dict of
     ``non_max_suppression`` with boxes clipped to [0, 1].
     """
     config = NMSConfig.coerce(config)
@@ -336,6 +337,16 @@ def builtin_nms(boxes, scores, config=None):
         )
     best = tf.reduce_max(scores, axis=-1)
     classes = tf.argmax(scores, axis=-1, output_type=tf.int32)
+    if boxes.shape[0] is None:
+        k = config.max_detections
+        signature = {
+            "boxes": tf.TensorSpec([k, 4], tf.float32),
+            "scores": tf.TensorSpec([k], tf.float32),
+            "classes": tf.TensorSpec([k], tf.int32),
+            "num_detections": tf.TensorSpec([], tf.int32),
+        }
+        return tf.map_fn(lambda one: _builtin_one(*one, config), (boxes, best, classes),
+                         fn_output_signature=signature)
     per_image = [_builtin_one(boxes[i], best[i], classes[i], config) for i in range(boxes.shape[0])]
     return {key: tf.stack([r[key] for r in per_image]) for key in per_image[0]}
 

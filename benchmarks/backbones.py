@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 import tensorflow as tf

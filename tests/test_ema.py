@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from keras_csp.backend import keras, tf
+from keras_csp.backend import keras
 from keras_csp.training.checkpoints import BackupAndResume, WeightsCheckpoint
 from keras_csp.training.ema import EMASwap, ModelEMA, ema_decay
 from keras_csp.training.optimizers import make_optimizer

@@ -1,6 +1,5 @@
 """keras_csp.profile: kernel weights, FLOPs and the paper's CIO formula."""
 
-import numpy as np
 import pytest
 
 import keras_csp

@@ -15,7 +15,6 @@ import os
 import time
 
 from keras_csp.backend import keras
-from keras_csp.evaluation.coco import LOGGED_STATS
 from keras_csp.evaluation.detection import detection_function, evaluate_detector, ground_truth_for
 
 logger = logging.getLogger(__name__)

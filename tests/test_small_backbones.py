@@ -227,6 +227,33 @@ def test_partial_split_is_a_channel_slice():
     assert (again.start, again.stop) == (2, 5)
 
 
+def test_channel_slice_is_a_deprecated_channel_range_that_still_loads(tmp_path):
+    x = np.arange(2 * 3 * 3 * 8, dtype=np.float32).reshape(2, 3, 3, 8)
+    with pytest.warns(DeprecationWarning, match="use ChannelRange"):
+        old = keras_csp.layers.ChannelSlice(2, 1, name="old")
+    assert isinstance(old, keras_csp.layers.ChannelRange)
+    np.testing.assert_array_equal(old(x).numpy(), x[..., 4:8])
+    inputs = keras.Input((3, 3, 8))
+    keras.Model(inputs, old(inputs)).save(tmp_path / "old.keras")  # registered under its old name
+    with pytest.warns(DeprecationWarning):
+        again = keras.saving.load_model(tmp_path / "old.keras")
+    assert (again.get_layer("old").groups, again.get_layer("old").group_id) == (2, 1)
+    np.testing.assert_array_equal(again(x).numpy(), x[..., 4:8])
+    # ChannelRange lived in keras_csp.models.blocks: a file naming that module still resolves.
+    moved = keras.saving.deserialize_keras_object({
+        "module": "keras_csp.models.blocks", "class_name": "ChannelRange", "registered_name": "keras_csp>ChannelRange",
+        "config": {"name": "r", "trainable": True, "dtype": "float32", "start": 2, "stop": 5}})
+    assert type(moved) is keras_csp.layers.ChannelRange and (moved.start, moved.stop) == (2, 5)
+
+
+def test_conv_spec_is_the_deprecated_name_of_stage_conv():
+    import keras_csp.models.stages as stages
+
+    for module in (keras_csp.models, stages):
+        with pytest.warns(DeprecationWarning, match="use StageConv"):
+            assert module.ConvSpec is stages.StageConv
+
+
 def test_mobile_nets_use_depthwise_convs():
     model = full_size("CSPMobileNetV2")
     kinds = [type(layer).__name__ for layer in model.layers]
@@ -297,7 +324,7 @@ def every_block_kind(**kwargs):
     """A tiny backbone with every stem, pool, split and block kind of the small backbones."""
     from keras_csp.models.application import BackboneSpec, build_application
     from keras_csp.models.blocks import PeleeStem
-    from keras_csp.models.stages import ConvSpec, StageSpec
+    from keras_csp.models.stages import StageConv, StageSpec
 
     run = dict(num_blocks=1, block="inverted", hidden=32, out=32, depth_multiplier=2)
     spec = BackboneSpec(
@@ -306,7 +333,7 @@ def every_block_kind(**kwargs):
         stages=(
             StageSpec(("avgpool",), 1, "two_way_dense", hidden=8, growth=8, se=4, csp=True, split=(8, 8),
                       split_mode="slice", transition=16, fusion_filters=16),
-            StageSpec((ConvSpec(32, 3, 2),), 1, "darknet", hidden=8, out=16, elastic=True, csp=True,
+            StageSpec((StageConv(32, 3, 2),), 1, "darknet", hidden=8, out=16, elastic=True, csp=True,
                       split=(16, 16), transition=16, fusion_filters=32),
             StageSpec(("maxpool",), then=(StageSpec(**run), StageSpec(num_blocks=1, block="basic", hidden=32, out=32),
                                           StageSpec(num_blocks=1, block="dense", hidden=16, growth=8)),

@@ -20,7 +20,7 @@ from keras_csp.layers.darknet_ops import (
     Reorg,
     ScaleChannels,
 )
-from keras_csp.layers.merge import ChannelSlice, DarknetShortcut
+from keras_csp.layers.merge import ChannelRange, DarknetShortcut
 from keras_csp.layers.normalization import batch_norm
 from keras_csp.layers.pooling import ChannelMaxout, DarknetPool2D
 
@@ -108,10 +108,10 @@ def _route(spec, tensors, name):
     parts = []
     for position, source in enumerate(spec.inputs):
         tensor = tensors[source]
-        if spec.groups > 1:
-            tensor = ChannelSlice(spec.groups, spec.group_id, name=f"{name}_slice{position}")(
-                tensor
-            )
+        if spec.groups > 1:  # channels group_id * w : (group_id + 1) * w, w = channels // groups
+            width = tensor.shape[-1] // spec.groups
+            tensor = ChannelRange(spec.group_id * width, (spec.group_id + 1) * width,
+                                  name=f"{name}_slice{position}")(tensor)
         parts.append(tensor)
     if len(parts) == 1:
         return parts[0]

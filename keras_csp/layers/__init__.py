@@ -2,12 +2,13 @@
 
 from keras_csp.layers.activations import ACTIVATIONS, Mish, activation_layer, check_activation
 from keras_csp.layers.conv import BN_EPSILON, GroupedConv2D, conv_bn_act, darknet_padding
-from keras_csp.layers.merge import ChannelSlice, DarknetShortcut, RepeatChannels
+from keras_csp.layers.merge import ChannelRange, ChannelSlice, DarknetShortcut, RepeatChannels
 from keras_csp.layers.normalization import FusedBatchNormalization, batch_norm
 
 __all__ = [
     "ACTIVATIONS",
     "BN_EPSILON",
+    "ChannelRange",
     "ChannelSlice",
     "DarknetShortcut",
     "FusedBatchNormalization",

@@ -1,5 +1,7 @@
 """Darknet's residual ``[shortcut]`` and channel-slicing ``[route]`` as Keras layers."""
 
+import warnings
+
 from keras_csp.backend import keras, register, tf
 
 
@@ -32,25 +34,60 @@ class DarknetShortcut(keras.layers.Layer):
 
 
 @register
-class ChannelSlice(keras.layers.Layer):
-    """Darknet ``[route] groups=G group_id=I``: the I-th of G equal channel slices."""
+class ChannelRange(keras.layers.Layer):
+    """Channels ``start:stop`` of the input.
 
-    def __init__(self, groups, group_id, **kwargs):
+    One part of a Cross Stage Partial split (Section 3.1 splits the base layer "through
+    channel" into ``[x0', x0'']``; unequal parts serve the partial-ratio ablation of Table 1),
+    and Darknet's ``[route] groups=G group_id=I``: channels ``I*w:(I+1)*w`` with
+    ``w = channels // G``.
+    """
+
+    def __init__(self, start, stop, **kwargs):
         super().__init__(**kwargs)
-        if not 0 <= group_id < groups:
-            raise ValueError(f"group_id must be in [0, {groups}), got {group_id}")
-        self.groups = groups
-        self.group_id = group_id
+        if not 0 <= int(start) < int(stop):
+            raise ValueError(f"ChannelRange needs 0 <= start < stop, got start={start}, stop={stop}")
+        self.start = int(start)
+        self.stop = int(stop)
+
+    def channel_range(self, channels):
+        """``(start, stop)`` of the channels kept from an input of ``channels`` channels."""
+        return self.start, self.stop
 
     def call(self, inputs):
-        width = inputs.shape[-1] // self.groups
-        return inputs[..., self.group_id * width : (self.group_id + 1) * width]
+        start, stop = self.channel_range(inputs.shape[-1])
+        return inputs[..., start:stop]
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (input_shape[-1] // self.groups,)
+        start, stop = self.channel_range(input_shape[-1])
+        return tuple(input_shape[:-1]) + (stop - start,)
 
     def get_config(self):
-        return {**super().get_config(), "groups": self.groups, "group_id": self.group_id}
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
+@register
+class ChannelSlice(ChannelRange):
+    """Deprecated alias of :class:`ChannelRange`, kept so that models saved with it load:
+    the ``group_id``-th of ``groups`` equal channel slices. Use
+    ``ChannelRange(group_id * w, (group_id + 1) * w)``, ``w = channels // groups``."""
+
+    def __init__(self, groups, group_id, **kwargs):
+        if not 0 <= group_id < groups:
+            raise ValueError(f"group_id must be in [0, {groups}), got {group_id}")
+        warnings.warn("ChannelSlice(groups, group_id) is deprecated; use ChannelRange(start, stop).",
+                      DeprecationWarning, stacklevel=2)
+        # Not ChannelRange.__init__: the range follows from the input's width (channel_range).
+        keras.layers.Layer.__init__(self, **kwargs)
+        self.groups = int(groups)
+        self.group_id = int(group_id)
+
+    def channel_range(self, channels):
+        width = channels // self.groups
+        return self.group_id * width, (self.group_id + 1) * width
+
+    def get_config(self):
+        return {**keras.layers.Layer.get_config(self), "groups": self.groups, "group_id": self.group_id}
 
 
 @register

@@ -1,5 +1,7 @@
 """Backbone builders (keras.applications conventions) and their shared machinery."""
 
+import warnings as _warnings
+
 from keras_csp.models.application import feature_extractor, preprocess_input, pyramid_outputs
 from keras_csp.models.families import (
     CSPDarknet53,
@@ -9,11 +11,11 @@ from keras_csp.models.families import (
     ResNet50,
     ResNeXt50,
 )
-from keras_csp.models.stages import ConvSpec, StageSpec, build_stage
+from keras_csp.models.stages import StageConv, StageSpec, build_stage
 
 __all__ = [
-    "CSPDarknet53", "CSPResNet50", "CSPResNeXt50", "ConvSpec", "Darknet53", "ResNeXt50",
-    "ResNet50", "StageSpec", "build_stage", "feature_extractor", "preprocess_input", "pyramid_outputs",
+    "CSPDarknet53", "CSPResNet50", "CSPResNeXt50", "Darknet53", "ResNeXt50",
+    "ResNet50", "StageConv", "StageSpec", "build_stage", "feature_extractor", "preprocess_input", "pyramid_outputs",
 ]
 
 # Small and mobile backbones: PeleeNet family, Reference nets, ResNet-10,
@@ -58,3 +60,11 @@ for _name in ["CSPDarknet53", "Darknet53", "CSPResNet50", "ResNet50", "CSPResNeX
               *SMALL_BACKBONES, "CSPDarknet53Tiny"]:
     _register(_name, globals()[_name], "backbone")
 del _name
+
+
+def __getattr__(name):
+    if name == "ConvSpec":  # the old name, one release
+        _warnings.warn("keras_csp.models.ConvSpec is deprecated; use StageConv.", DeprecationWarning,
+                       stacklevel=2)
+        return StageConv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

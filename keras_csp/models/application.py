@@ -18,7 +18,7 @@ POOLINGS = (None, "avg", "max")
 class BackboneSpec:
     """Everything that defines a backbone family member.
 
-    ``stem`` holds ConvSpecs, the string "maxpool" (Darknet 2x2/2 max-pool) and stem blocks
+    ``stem`` holds StageConvs, the string "maxpool" (Darknet 2x2/2 max-pool) and stem blocks
     (objects with ``build(x, activation, name, registry)``, e.g. PeleeNet's
     :class:`~keras_csp.models.blocks.PeleeStem`); ``levels[i]`` is the pyramid level
     (P{n}: 2**n times smaller than the input) of the output of ``stages[i]``. ``top`` is

@@ -15,42 +15,16 @@ and appends its conv blocks to ``registry`` in the order a Darknet cfg would lis
   (Wang et al. 2019) form of the -elastic cfgs; the input's two channel halves go through
   two half-width branches, the second at half resolution (2x2 max-pool ... x2 upsample).
 
-Also here: :class:`ChannelRange` (the partial split of a stage by channels),
-:func:`squeeze_excite` and :class:`PeleeStem`.
+Also here: :func:`squeeze_excite` and :class:`PeleeStem`. The partial split of a stage by
+channels is :class:`keras_csp.layers.ChannelRange` (importable from here too, as before).
 """
 
 import dataclasses
 
-from keras_csp.backend import keras, register
+from keras_csp.backend import keras
 from keras_csp.layers import (
-    DarknetShortcut, NearestUpsample2D, activation_layer, conv_bn_act,
+    ChannelRange, DarknetShortcut, NearestUpsample2D, activation_layer, conv_bn_act,
 )
-
-
-@register
-class ChannelRange(keras.layers.Layer):
-    """Channels ``start:stop`` of the input: one part of a Cross Stage Partial split.
-
-    Section 3.1 splits the base layer "through channel" into ``[x0', x0'']``; with equal
-    halves this is Darknet's ``[route] groups=2 group_id=...``. Unequal parts serve the
-    partial-ratio ablation (Table 1).
-    """
-
-    def __init__(self, start, stop, **kwargs):
-        super().__init__(**kwargs)
-        if not 0 <= int(start) < int(stop):
-            raise ValueError(f"ChannelRange needs 0 <= start < stop, got start={start}, stop={stop}")
-        self.start = int(start)
-        self.stop = int(stop)
-
-    def call(self, inputs):
-        return inputs[..., self.start : self.stop]
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.stop - self.start,)
-
-    def get_config(self):
-        return {**super().get_config(), "start": self.start, "stop": self.stop}
 
 
 def squeeze_excite(x, squeeze, activation, name, registry):

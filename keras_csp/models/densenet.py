@@ -7,10 +7,10 @@ cfg-exact: DenseNet201. Reconstructions: DenseNet201Elastic, CSPDenseNet201Elast
 
 from keras_csp.models.application import BackboneSpec
 from keras_csp.models.builders import make_builder, split_width
-from keras_csp.models.stages import ConvSpec, StageSpec, fuses_first, partial_widths
+from keras_csp.models.stages import StageConv, StageSpec, fuses_first, partial_widths
 
 GROWTH = 32
-STEM = (ConvSpec(64, 7, 2), "maxpool")
+STEM = (StageConv(64, 7, 2), "maxpool")
 
 # densenet201-*.cfg: 6 / 12 / 48 / 32 layers (1x1 128 -> 3x3 32), transitions 1x1 128 / 256
 # / 512, each followed by a 2x2/2 max-pool; no transition after the last block.
@@ -64,7 +64,7 @@ def _csp_densenet(name, layers, transitions, elastic, pool, fusion, partial_rati
         down = () if i == 0 else (pool,)
         if i and fused:
             channels = transitions[i - 1] if transitions else channels // 2
-            down += (ConvSpec(channels, 1),)
+            down += (StageConv(channels, 1),)
         main = split_width(channels, partial_ratio, f"{name} stage {i + 1}")
         run = _elastic_run(n, last) if elastic else dict(num_blocks=n, block="dense", hidden=4 * GROWTH, growth=GROWTH)
         stages.append(StageSpec(

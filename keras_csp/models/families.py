@@ -4,9 +4,9 @@ resnet50 (in_progress/darknet/icfg layout), csresnext50, resnext50)."""
 
 from keras_csp.models.application import BackboneSpec
 from keras_csp.models.builders import make_builder
-from keras_csp.models.stages import ConvSpec, StageSpec
+from keras_csp.models.stages import StageConv, StageSpec
 
-RESNET_STEM = (ConvSpec(64, 7, 2), "maxpool")
+RESNET_STEM = (StageConv(64, 7, 2), "maxpool")
 # CSPResNe(X)t split convs: the model activation in the first and last stage, linear in
 # between (as the cfgs).
 _RES_SPLIT_ACT = (None, "linear", "linear", None)
@@ -15,7 +15,7 @@ _RES_SPLIT_ACT = (None, "linear", "linear", None)
 def _darknet53(csp):
     stages = []
     for i, (width, blocks) in enumerate(zip((64, 128, 256, 512, 1024), (1, 2, 8, 8, 4))):
-        down = (ConvSpec(width, 3, 2),)
+        down = (StageConv(width, 3, 2),)
         if not csp:
             stages.append(StageSpec(down, blocks, "darknet", width // 2, width))
             continue
@@ -28,7 +28,7 @@ def _darknet53(csp):
         )
     return BackboneSpec(
         "CSPDarknet53" if csp else "Darknet53",
-        stem=(ConvSpec(32, 3),),
+        stem=(StageConv(32, 3),),
         stages=tuple(stages),
         levels=(1, 2, 3, 4, 5),
     )
@@ -53,7 +53,7 @@ def _resnet(csp, groups):
             hidden = width if groups > 1 else width // 2
             if i == 0:
                 hidden = 128 if groups > 1 else 64
-            down = () if i == 0 else (ConvSpec(outs[i] // (2 if groups > 1 else 4), 3, 2, groups),)
+            down = () if i == 0 else (StageConv(outs[i] // (2 if groups > 1 else 4), 3, 2, groups),)
             fusion = outs[i] if groups > 1 else outs[i] // 2
             stages.append(
                 StageSpec(

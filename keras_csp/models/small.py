@@ -15,7 +15,7 @@ import textwrap
 from keras_csp.models.application import BackboneSpec
 from keras_csp.models.blocks import PeleeStem
 from keras_csp.models.builders import make_builder, split_width
-from keras_csp.models.stages import ConvSpec, StageSpec, fuses_first, partial_widths
+from keras_csp.models.stages import StageConv, StageSpec, fuses_first, partial_widths
 
 # ---------------------------------------------------------------------------------------
 # PeleeNet and CSPPeleeNet (Wang et al. 2018; CSPNet Table 1 and Table 3)
@@ -44,7 +44,7 @@ def _peleenet(csp, fusion="both", partial_ratio=0.5, se=False):
             stages.append(StageSpec(() if i == 0 else ("avgpool",), transition=out, **blocks))
         else:
             fused = fuses_first(fusion)
-            down = () if i == 0 else ("avgpool",) + ((ConvSpec(channels, 1),) if fused else ())
+            down = () if i == 0 else ("avgpool",) + ((StageConv(channels, 1),) if fused else ())
             main = split_width(channels, partial_ratio, f"{name} stage {i + 1}")
             last = i == len(PELEE_LAYERS) - 1
             stages.append(StageSpec(
@@ -99,15 +99,15 @@ REF_HIDDEN = 64  # 1x1 width of every dense layer: 2 x growth (DenseNet) / bottl
 
 def _darknet_ref():
     widths = (32, 64, 128, 256, 512, 1024)
-    stages = tuple(StageSpec(("maxpool", ConvSpec(w, 3)), num_blocks=0) for w in widths)
-    return BackboneSpec("DarknetRef", stem=(ConvSpec(16, 3),), stages=stages, levels=(1, 2, 3, 4, 5, 6))
+    stages = tuple(StageSpec(("maxpool", StageConv(w, 3)), num_blocks=0) for w in widths)
+    return BackboneSpec("DarknetRef", stem=(StageConv(16, 3),), stages=stages, levels=(1, 2, 3, 4, 5, 6))
 
 
 def _csp_ref(name, pelee, layers, fusion="both", partial_ratio=0.5):
     if pelee:
         stem = (PeleeStem(32),)  # stride 4
     else:
-        stem = (ConvSpec(16, 3), "maxpool", ConvSpec(32, 3))  # darknet.cfg's first layers, stride 2
+        stem = (StageConv(16, 3), "maxpool", StageConv(32, 3))  # darknet.cfg's first layers, stride 2
     channels, stages = 32, []
     for i, (n, width) in enumerate(zip(layers, REF_WIDTHS)):
         main = split_width(channels, partial_ratio, f"{name} stage {i + 1}")
@@ -189,7 +189,7 @@ def _resnet10_stages():
 
 
 def _resnet10():
-    return BackboneSpec("ResNet10", stem=(ConvSpec(64, 7, 2), "maxpool"), stages=tuple(_resnet10_stages()),
+    return BackboneSpec("ResNet10", stem=(StageConv(64, 7, 2), "maxpool"), stages=tuple(_resnet10_stages()),
                         levels=(2, 3, 4, 5))
 
 
@@ -198,11 +198,11 @@ def _csp_resnet10(fusion="both", partial_ratio=0.5):
     base = RESNET10_WIDTHS[3] // 2
     main = split_width(base, partial_ratio, "CSPResNet10 stage 4")
     stages.append(StageSpec(
-        (ConvSpec(base, 3, 2),), 1, "basic", hidden=main, out=main, csp=True,
+        (StageConv(base, 3, 2),), 1, "basic", hidden=main, out=main, csp=True,
         split=(base - main, main), split_mode="slice",
         **partial_widths(fusion, main, RESNET10_WIDTHS[3]),
     ))
-    return BackboneSpec("CSPResNet10", stem=(ConvSpec(64, 7, 2), "maxpool"), stages=tuple(stages), levels=(2, 3, 4, 5))
+    return BackboneSpec("CSPResNet10", stem=(StageConv(64, 7, 2), "maxpool"), stages=tuple(stages), levels=(2, 3, 4, 5))
 
 
 ResNet10 = make_builder("ResNet10", _resnet10, """\
@@ -252,7 +252,7 @@ def _mobilenet_v2():
         _runs(_inv(1, 384, 96, 2), _inv(2, 576, 96)),
         _runs(_inv(1, 576, 160, 2), _inv(2, 960, 160), _inv(1, 960, 320), transition=1280),
     )
-    return BackboneSpec("MobileNetV2", stem=(ConvSpec(32, 3, 2),), stages=stages, levels=(1, 2, 3, 4, 5),
+    return BackboneSpec("MobileNetV2", stem=(StageConv(32, 3, 2),), stages=stages, levels=(1, 2, 3, 4, 5),
                         activation="relu", default_size=224)
 
 
@@ -262,8 +262,8 @@ def _csp_mobile_stage(expand, main, runs, fusion=0):
     the main path, the other blocks, concatenation [main, cross]."""
     first, *rest = runs
     return StageSpec(
-        (ConvSpec(expand, 1),), csp=True, cross_convs=(ConvSpec(expand, 3, 2, groups=expand),),
-        main_convs=(ConvSpec(2 * expand, 3, 2, groups=expand), ConvSpec(main, 1, activation="linear")),
+        (StageConv(expand, 1),), csp=True, cross_convs=(StageConv(expand, 3, 2, groups=expand),),
+        main_convs=(StageConv(2 * expand, 3, 2, groups=expand), StageConv(main, 1, activation="linear")),
         num_blocks=first.num_blocks, block="inverted", hidden=first.hidden, out=first.out,
         depth_multiplier=2, then=tuple(rest), fusion_filters=fusion,
     )
@@ -271,8 +271,8 @@ def _csp_mobile_stage(expand, main, runs, fusion=0):
 
 def _csp_mobilenet_v2():
     stage1 = StageSpec(
-        csp=True, num_blocks=0, cross_convs=(ConvSpec(16, 3, groups=16),),
-        main_convs=(ConvSpec(32, 1), ConvSpec(32, 3, groups=32), ConvSpec(16, 1, activation="linear")),
+        csp=True, num_blocks=0, cross_convs=(StageConv(16, 3, groups=16),),
+        main_convs=(StageConv(32, 1), StageConv(32, 3, groups=32), StageConv(16, 1, activation="linear")),
     )
     stages = (
         stage1,
@@ -283,7 +283,7 @@ def _csp_mobilenet_v2():
         _csp_mobile_stage(288, 160, [_inv(2, 480, 160, multiplier=2), _inv(1, 480, 320, multiplier=2)],
                           fusion=640),
     )
-    return BackboneSpec("CSPMobileNetV2", stem=(ConvSpec(32, 3, 2),), stages=stages, levels=(1, 2, 3, 4, 5),
+    return BackboneSpec("CSPMobileNetV2", stem=(StageConv(32, 3, 2),), stages=stages, levels=(1, 2, 3, 4, 5),
                         activation="relu", default_size=224)
 
 

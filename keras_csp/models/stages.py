@@ -12,11 +12,12 @@ main convs and several block runs per stage; every new field defaults to the old
 """
 
 import dataclasses
+import warnings
 from typing import Optional, Tuple
 
 import keras_csp.models.blocks as _blocks
 from keras_csp.backend import keras
-from keras_csp.layers import DarknetShortcut, activation_layer, conv_bn_act
+from keras_csp.layers import ChannelRange, DarknetShortcut, activation_layer, conv_bn_act
 
 FUSIONS = ("both", "first", "last")
 BLOCKS = ("darknet", "bottleneck") + tuple(_blocks.BLOCK_BUILDERS)
@@ -27,8 +28,13 @@ POOLS = ("maxpool", "avgpool")
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvSpec:
-    """One Darknet conv: ``activation=None`` means the model's activation."""
+class StageConv:
+    """One conv block (:func:`~keras_csp.layers.conv_bn_act`: conv, batch norm, activation) of
+    a backbone's stem or stage; ``activation=None`` means the model's activation.
+
+    Not to be confused with :class:`keras_csp.darknet.spec.ConvSpec`, a parsed Darknet
+    ``[convolutional]`` section with its shapes.
+    """
 
     filters: int
     size: int = 1
@@ -74,7 +80,7 @@ class StageSpec:
             growth, depth_multiplier, se, elastic) are read.
     """
 
-    down: Tuple[ConvSpec, ...] = ()
+    down: Tuple[StageConv, ...] = ()
     num_blocks: int = 1
     block: str = "darknet"
     hidden: int = 32
@@ -91,9 +97,17 @@ class StageSpec:
     se: int = 0
     elastic: bool = False
     split_mode: str = "conv"
-    cross_convs: Tuple[ConvSpec, ...] = ()
-    main_convs: Tuple[ConvSpec, ...] = ()
+    cross_convs: Tuple[StageConv, ...] = ()
+    main_convs: Tuple[StageConv, ...] = ()
     then: Tuple["StageSpec", ...] = ()
+
+
+def __getattr__(name):
+    if name == "ConvSpec":  # the old name, one release
+        warnings.warn("keras_csp.models.stages.ConvSpec is deprecated; use StageConv.",
+                      DeprecationWarning, stacklevel=2)
+        return StageConv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _round_width(width, divisor):
@@ -211,8 +225,8 @@ def _split(x, spec, split_act, name, registry):
                 f"{name}: a slice split needs cross + main == input channels; got split="
                 f"{spec.split} for {channels} channels"
             )
-        cross = _blocks.ChannelRange(0, cross_width, name=f"{name}_cross")(x)
-        main = _blocks.ChannelRange(cross_width, channels, name=f"{name}_main")(x)
+        cross = ChannelRange(0, cross_width, name=f"{name}_cross")(x)
+        main = ChannelRange(cross_width, channels, name=f"{name}_main")(x)
         return cross, main
     if spec.split_mode != "conv":
         raise ValueError(f"{name}: split_mode must be one of {SPLITS}, got {spec.split_mode!r}")

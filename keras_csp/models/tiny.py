@@ -18,7 +18,7 @@ order, so the first 27 layers of a yolov4-tiny ``.weights`` file (or the whole o
 """
 
 from keras_csp.backend import keras
-from keras_csp.layers import ChannelSlice, conv_bn_act
+from keras_csp.layers import ChannelRange, conv_bn_act
 from keras_csp.models.application import BackboneSpec, backbone_inputs, classifier_top, finish_backbone
 
 _SPEC = BackboneSpec("CSPDarknet53Tiny", stem=(), stages=(), levels=(1, 2, 3, 4, 5),
@@ -30,7 +30,7 @@ TOP_WIDTH = 512
 def tiny_csp_stage(x, width, activation, name, registry):
     """One tiny CSP stage before its max-pool: returns ``(t, [base, t])`` (see the module)."""
     base = conv_bn_act(x, width, 3, activation=activation, name=f"{name}_base", registry=registry)
-    part = ChannelSlice(2, 1, name=f"{name}_split")(base)
+    part = ChannelRange(width // 2, width, name=f"{name}_split")(base)  # [route] groups=2 group_id=1
     a = conv_bn_act(part, width // 2, 3, activation=activation, name=f"{name}_conv1",
                     registry=registry)
     b = conv_bn_act(a, width // 2, 3, activation=activation, name=f"{name}_conv2",

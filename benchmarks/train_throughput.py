@@ -36,12 +36,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling benchmark modules
+from recipe_vs_ultralytics import BENCH_PYTHON  # noqa: E402  (one place for the peer's Python)
+
 MODELS = {  # key: (model, input size, batch, augment, data: "synthetic" shapes or a realsets set)
     "demo": ("CSPDenseNetb-Ref-PRN", 128, 32, "none", "synthetic"),
     "recipe": ("CSPDenseNetb-Ref-PRN", 320, 32, "default", "photo-objects"),
     "big": ("CSPDarknet53-PANet-SPP", 320, 8, "default", "synthetic"),
 }
-BENCH_PYTHON = "/work/benchvenv/bin/python"
 ULTRALYTICS_WORKER = r"""
 import json, os, sys, time
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -101,7 +103,6 @@ def _source(data, size, batch, folder):
                                 image_size=(size, size)), None
     from keras_csp.data.dataset_files import read_dataset_file
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from realsets import write_set
 
     out = os.path.join(folder, f"{data}{size}")

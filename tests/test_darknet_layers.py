@@ -145,6 +145,24 @@ def test_upsample_is_nearest_neighbour(stride, scale):
 
 
 @pytest.mark.parametrize("stride", [2, 3])
+def test_upsample_gradient_is_the_block_sum_and_compiles_with_xla(stride):
+    x = tf.constant(RNG.normal(size=(2, 5, 3, 4)).astype(np.float32))
+    weights = tf.constant(RNG.normal(size=(2, 5 * stride, 3 * stride, 4)).astype(np.float32))
+    layer = NearestUpsample2D(stride, 0.5)
+
+    def gradient(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = tf.reduce_sum(layer(inputs) * weights)
+        return tape.gradient(loss, inputs)
+
+    expected = 0.5 * weights.numpy().reshape(2, 5, stride, 3, stride, 4).sum(axis=(2, 4))
+    np.testing.assert_allclose(gradient(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+    # TensorFlow's ResizeNearestNeighborGrad has no XLA kernel: a jit_compile training step failed on it
+    np.testing.assert_allclose(tf.function(gradient, jit_compile=True)(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("stride", [2, 3])
 def test_reorg_matches_darknet_loop(stride):
     x = RNG.normal(size=(stride * 3, stride * 2, 5)).astype(np.float32)
     np.testing.assert_array_equal(_run(Reorg(stride), x), darknet_reorg(x, stride))

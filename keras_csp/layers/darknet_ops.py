@@ -9,13 +9,33 @@ import numpy as np
 from keras_csp.backend import keras, register, tf
 
 
+def _nearest_upsample(inputs, height, width, stride):
+    """Nearest-neighbour x``stride`` of ``[B, H, W, C]``, with the block-sum gradient."""
+
+    @tf.custom_gradient
+    def upsample(x):
+        size = tf.stack([height * stride, width * stride])
+        y = tf.raw_ops.ResizeNearestNeighbor(images=x, size=size, align_corners=False, half_pixel_centers=False)
+
+        def grad(dy):
+            shape = tf.shape(dy)
+            blocks = tf.reshape(dy, [shape[0], height, stride, width, stride, shape[3]])
+            return tf.reduce_sum(blocks, axis=[2, 4])
+
+        return y, grad
+
+    return upsample(inputs)
+
+
 @register
 class NearestUpsample2D(keras.layers.Layer):
     """Darknet ``[upsample] stride=s``: nearest-neighbour x``s``, times ``scale``.
 
     Uses ``ResizeNearestNeighbor`` (no align_corners, no half-pixel centres), so TFLite
     gets a single RESIZE_NEAREST_NEIGHBOR op rather than the reshape + tile that
-    ``UpSampling2D`` lowers to.
+    ``UpSampling2D`` lowers to. Its gradient is the sum over each ``s x s`` block (a reshape and
+    a sum, which XLA compiles; TensorFlow's ``ResizeNearestNeighborGrad`` has no XLA kernel on
+    the CPU, so a ``jit_compile`` training step would fail on it).
     """
 
     def __init__(self, stride=2, scale=1.0, **kwargs):
@@ -30,10 +50,7 @@ class NearestUpsample2D(keras.layers.Layer):
         if height is None or width is None:
             dynamic = tf.shape(inputs)
             height, width = dynamic[1], dynamic[2]
-        size = tf.stack([height * self.stride, width * self.stride])
-        outputs = tf.raw_ops.ResizeNearestNeighbor(
-            images=inputs, size=size, align_corners=False, half_pixel_centers=False
-        )
+        outputs = _nearest_upsample(inputs, height, width, self.stride)
         if self.scale != 1.0:
             outputs = outputs * self.scale
         return outputs

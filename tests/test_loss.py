@@ -164,7 +164,8 @@ def reference_loss(y_true, outputs, heads):
                     for c in range(head.num_classes):
                         label = (1.0 if c in classes else 0.0) * (1 - e) + 0.5 * e
                         cls_sum += head.cls_normalizer * bce(label, raw[5 + c])
-                    obj_sum += head.obj_normalizer * bce(1.0, raw[4])
+                    fit = np_metrics(pred_box, gt[:4])["iou"]
+                    obj_sum += head.obj_normalizer * bce(1.0 - head.obj_iou + head.obj_iou * fit, raw[4])
                 else:
                     best = max([np_iou_any(pred_box, g[:4]) for g in gts], default=0.0)
                     if best <= head.ignore_thresh:
@@ -331,6 +332,16 @@ def test_loss_matches_reference(kind):
     scalar = YoloLoss(heads)(y_true, outputs)
     assert scalar.numpy() == pytest.approx(want.sum() / 2, rel=2e-4)
     assert want[0, 0] > 0 and want[1, 0] == 0 and want[1, 2] == 0  # the empty image has only objectness
+
+
+def test_obj_iou_targets_follow_the_predicted_boxes_fit():
+    heads = two_scale_heads("ciou", obj_iou=0.7)
+    y_true = sample_ground_truth()
+    outputs = random_outputs(heads, seed=2)
+    got = YoloLoss(heads).per_image(y_true, outputs)["obj"].numpy()
+    np.testing.assert_allclose(got, reference_loss(y_true, outputs, heads)[:, 1], rtol=2e-4, atol=1e-5)
+    plain = YoloLoss(two_scale_heads("ciou")).per_image(y_true, outputs)["obj"].numpy()
+    assert got[0] != pytest.approx(plain[0]) and got[1] == pytest.approx(plain[1])  # no boxes: no change
 
 
 @pytest.mark.parametrize("kind", ["mse", "ciou"])

@@ -255,14 +255,15 @@ def test_backup_skips_non_finite_epochs(tmp_path):
     assert backup.latest()[0] == 1
 
 
-def test_mixed_precision_run_trains_and_restores_the_policy(tmp_path):
+def test_mixed_precision_and_close_mosaic_run_trains_and_restores_the_policy(tmp_path):
     from keras_csp.data import write_synthetic_dataset
     from keras_csp.training import train
 
     data = write_synthetic_dataset(tmp_path / "data", num_images=4, seed=1, image_size=(64, 64), max_objects=2)
     result = train(train=data["coco_json"], model="test_train_parts:tiny_detector", image_size=64, batch_size=4,
-                   epochs=1, steps_per_epoch=2, augment="none", mixed_precision="mixed_bfloat16",
+                   epochs=2, steps_per_epoch=1, augment="default", close_mosaic=1, mixed_precision="mixed_bfloat16",
                    out=str(tmp_path / "run"), tensorboard=False, verbose=0)
     assert result.model.detector.layers[2].compute_dtype == "bfloat16"
-    assert math.isfinite(result.history["loss"][0])
+    assert all(math.isfinite(v) for v in result.history["loss"])
     assert keras.mixed_precision.global_policy().name == "float32"
+    assert result.history["mosaic"] == [1.0, 0.0]  # close_mosaic=1: the last epoch without mosaics

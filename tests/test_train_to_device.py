@@ -183,7 +183,8 @@ def test_an_adjustable_schedule_serializes_fixed_and_a_fixed_one_refuses_to_move
 
 @pytest.mark.slow
 def test_time_budget_in_one_run(tmp_path):
-    """A real budget: the run planned from its first steps, the decay inside it, ended in time."""
+    """A real budget: the run planned from its first steps, the decay inside it, ended in time, with
+mosaics closed for its last planned epoch (``close_mosaic``)."""
     from keras_csp.data import write_synthetic_dataset
     from keras_csp.training import train
 
@@ -191,8 +192,8 @@ def test_time_budget_in_one_run(tmp_path):
                                    min_object=10)
     start = time.perf_counter()
     result = train(train=data["yolo_list"], val=data["yolo_list"], model="test_train_parts:tiny_detector",
-                   image_size=64, batch_size=4, augment="none", time=3, eval_every=3, out=str(tmp_path / "run"),
-                   tensorboard=False, verbose=0, optimizer="adam", learning_rate=0.01)
+                   image_size=64, batch_size=4, augment="default", close_mosaic=1, time=3, eval_every=3,
+                   out=str(tmp_path / "run"), tensorboard=False, verbose=0, optimizer="adam", learning_rate=0.01)
     seconds = time.perf_counter() - start
     plan = result.run_info["time_budget"]
     assert plan["planned_epochs"] > 1 and plan["epochs_run"] >= 2 and plan["steps_run"] <= plan["planned_steps"]
@@ -200,4 +201,7 @@ def test_time_budget_in_one_run(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]
     rates = [history[str(e)]["learning_rate"] for e in range(1, plan["epochs_run"] + 1)]
     assert rates[-1] < rates[0]  # the step decay landed inside the budget
+    mosaics = [history[str(e)]["mosaic"] for e in range(1, plan["epochs_run"] + 1)]
+    assert mosaics[0] == 1.0  # close_mosaic=1: mosaics until the last planned epoch ...
+    assert mosaics[-1] == 0.0 or plan["steps_run"] < plan["planned_steps"]  # ... which has none
     assert result.evaluation is not None

@@ -151,10 +151,10 @@ def plan_group(images, boxes, valid_hw, seed, out_size, max_boxes, mosaic=1.0, s
     sx = zoom * tf.exp(log_aspect / 2)
     sy = zoom * tf.exp(-log_aspect / 2)
     shift = tf.random.stateless_uniform([g, 2], seeds[6], 0.5 - translate, 0.5 + translate) * out_size
-    src, maps, (qx, qy), canvas = _plan(valid_hw, size, out_size, seeds, sx, sy, shift[:, 0], shift[:, 1],
-                                        mosaic if mosaic > 0 else 0.0)
+    varying = isinstance(mosaic, (tf.Tensor, tf.Variable))  # a rate a callback changes while training
+    src, maps, (qx, qy), canvas = _plan(valid_hw, size, out_size, seeds, sx, sy, shift[:, 0], shift[:, 1], mosaic)
     regions = _regions(qx, qy, canvas, out_size)
-    slots = 4 if mosaic > 0 else 1
+    slots = 4 if varying or mosaic > 0 else 1
     if slots == 1:  # single images only: slot 0 is the whole frame
         src, maps, regions = src[:, :1], [m[:, :1] for m in maps], [r[:, :1] for r in regions]
     ax, bx, ay, by = maps
@@ -191,7 +191,8 @@ def compose(images, boxes, valid_hw, seed, out_size, max_boxes, mosaic=1.0, scal
         seed: stateless seed ``[2]``.
         out_size: ``T``, the output side.
         max_boxes: rows of the output boxes.
-        mosaic: probability that an output is a mosaic (0 gives the single-image fast path).
+        mosaic: probability that an output is a mosaic (0 gives the single-image fast path), or
+            a float32 ``tf.Variable`` read at every group (mosaic pixels are always planned).
         scale: zoom drawn from ``[1 - scale, 1 + scale]``.
         translate: centre shift, a fraction of ``T`` drawn from ``[-translate, translate]``.
         aspect: stretch drawn log-uniformly from ``[1 / (1 + aspect), 1 + aspect]``.
@@ -204,7 +205,7 @@ def compose(images, boxes, valid_hw, seed, out_size, max_boxes, mosaic=1.0, scal
     """
     plan, out_boxes = plan_group(images, boxes, valid_hw, seed, out_size, max_boxes, mosaic, scale, translate,
                                  aspect, min_box_size, min_area_ratio)
-    if mosaic > 0:
+    if isinstance(mosaic, (tf.Tensor, tf.Variable)) or mosaic > 0:
         keys = ("ax", "bx", "ay", "by", "qx", "qy", "canvas")
         out = tf.map_fn(
             lambda a: render_mosaic(tf.gather(images, a[0]), *a[1:], out_size=out_size),

@@ -221,7 +221,11 @@ def detection_dataset(source, image_size=416, batch_size=16, augment=True, mosai
         batch_size: images per batch.
         augment: True (``AugmentConfig()`` defaults), False, or an ``AugmentConfig``.
             Ignored when ``training=False``.
-        mosaic: overrides ``AugmentConfig.mosaic`` (bool or probability).
+        mosaic: overrides ``AugmentConfig.mosaic`` (bool or probability), or a float32
+            ``tf.Variable`` holding the probability, read at every group of ``group_size`` images,
+            so that a callback can change it while training (``close_mosaic`` in
+            ``keras_csp.training`` sets it to 0 for the last epochs; batches already prefetched
+            keep the old rate). With a variable, the boxes are sized for mosaics.
         training: True yields ``(images, boxes)``; False yields the evaluation form
             ``(images, {"boxes", "image_id", "image_info"})`` in source order, every image
             kept, no augmentation.
@@ -299,7 +303,8 @@ def detection_dataset(source, image_size=416, batch_size=16, augment=True, mosai
                            "batch (use .repeat() or a smaller batch)", source.name, len(source), batch_size)
     except TypeError:  # size unknown (some TFDS splits)
         pass
-    config = _augment_config(augment, mosaic, mixup)
+    mosaic_rate = mosaic if isinstance(mosaic, tf.Variable) else None
+    config = _augment_config(augment, 1.0 if mosaic_rate is not None else mosaic, mixup)
     per_image, max_boxes = auto_max_boxes(source, max_boxes, config.mosaic, config.mixup)
     sizes = _multi_scale_sizes(multi_scale)
     compose_size = max([image_size] + (sizes or []))
@@ -312,7 +317,7 @@ def detection_dataset(source, image_size=416, batch_size=16, augment=True, mosai
     ds = ds.batch(group_size)
     ds = tf.data.Dataset.zip((ds, _seed_stream(seed)))
 
-    options = dict(mosaic=config.mosaic, scale=config.scale, translate=config.translate, aspect=config.aspect,
+    options = dict(mosaic=config.mosaic if mosaic_rate is None else mosaic_rate, scale=config.scale, translate=config.translate, aspect=config.aspect,
                    min_box_size=config.min_box_size, min_area_ratio=config.min_area_ratio)
 
     def planned(group, group_seed):

@@ -26,9 +26,9 @@ mapping:
   neighbour cells nearest the centre);
 - box: positives only, ``iou_normalizer * (1 - IoU_kind(pred, gt))`` for giou/diou/ciou/iou,
   or for ``mse`` ``iou_normalizer * (2 - w h) * (L_xy + L_wh)`` with Darknet's gradients;
-- objectness: BCE on logits, target 1 at positives and 0 elsewhere, except non-positives
-  whose decoded box has IoU > ``ignore_thresh`` with some ground truth (ignored), times
-  ``obj_normalizer``;
+- objectness: BCE on logits, target 1 at positives (``1 - obj_iou + obj_iou * IoU`` with
+  YOLOv5's ``obj_iou``, off by default) and 0 elsewhere, except non-positives whose decoded
+  box has IoU > ``ignore_thresh`` with some ground truth (ignored), times ``obj_normalizer``;
 - class: BCE on logits at positives, targets ``y (1 - e) + e / 2`` with ``e =
   label_smoothing``, times ``cls_normalizer``.
 """
@@ -308,7 +308,11 @@ class YoloLoss:
         best = tf.reduce_max(tf.concat([overlaps, -tf.ones_like(overlaps[..., :1])], -1), axis=-1)
         ignore = tf.reshape(best > head.ignore_thresh, tf.shape(winner)) & ~positive
         obj_weight = 1.0 - tf.cast(ignore, tf.float32)
-        obj_loss = head.obj_normalizer * tf.reduce_sum(obj_weight * _bce(pos, raw_obj), axis=[1, 2])
+        obj_target = pos
+        if head.obj_iou:  # YOLOv5's gr: the positive's target follows how well its box fits
+            fit = tf.maximum(tf.stop_gradient(box_ops.box_iou(pred_boxes, gt_boxes, kind="iou")), 0.0)
+            obj_target = pos * (1.0 - head.obj_iou + head.obj_iou * fit)
+        obj_loss = head.obj_normalizer * tf.reduce_sum(obj_weight * _bce(obj_target, raw_obj), axis=[1, 2])
 
         eps = head.label_smoothing
         cls_labels = class_targets * (1.0 - eps) + 0.5 * eps

@@ -46,7 +46,9 @@ class HeadSpec:
     (YOLOv5's: every anchor of this head with ``max(w/a_w, a_w/w, h/a_h, a_h/h) < anchor_t``
     is a positive too; 0 disables) and ``neighbor_cells`` (YOLOv5's: the box is also a positive
     in the horizontal and the vertical neighbour cell nearest its centre; pair it with
-    ``scale_x_y=2`` so that a neighbour's prediction can reach the centre).
+    ``scale_x_y=2`` so that a neighbour's prediction can reach the centre) and ``obj_iou``
+    (YOLOv5's ``gr``: a positive's objectness target is ``1 - obj_iou + obj_iou * IoU(pred,
+    gt)``, the IoU not differentiated, so scores rank the tighter boxes first; 0: Darknet's 1).
     """
 
     stride: int
@@ -67,6 +69,7 @@ class HeadSpec:
     beta_nms: float = 0.6
     anchor_t: float = 0.0
     neighbor_cells: bool = False
+    obj_iou: float = 0.0
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -98,7 +101,7 @@ class HeadSpec:
             value = getattr(self, name)
             if not _is_number(value) or not value >= 0:
                 _fail(name, "a number >= 0", value)
-        for name in ("ignore_thresh", "iou_thresh"):
+        for name in ("ignore_thresh", "iou_thresh", "obj_iou"):
             value = getattr(self, name)
             if not _is_number(value) or not 0.0 <= value <= 1.0:
                 _fail(name, "a number in [0, 1]", value)
@@ -114,7 +117,7 @@ class HeadSpec:
             _fail("neighbor_cells", "a bool", self.neighbor_cells)
         set_("neighbor_cells", bool(self.neighbor_cells))
         for name in ("scale_x_y", "iou_normalizer", "obj_normalizer", "cls_normalizer",
-                     "ignore_thresh", "iou_thresh", "label_smoothing", "beta_nms", "anchor_t"):
+                     "ignore_thresh", "iou_thresh", "label_smoothing", "beta_nms", "anchor_t", "obj_iou"):
             set_(name, float(getattr(self, name)))
         self._check_pool(set_)
 

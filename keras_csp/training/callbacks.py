@@ -32,6 +32,38 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = current_learning_rate(self.model.optimizer)
 
 
+class CloseMosaic(keras.callbacks.Callback):
+    """Ultralytics' ``close_mosaic``: no mosaics in the last ``epochs`` epochs of the run, so the
+    detector ends on whole images, as it will see them.
+
+    ``rate`` is the float32 ``tf.Variable`` the training pipeline reads as its mosaic probability
+    (``detection_dataset(mosaic=rate)``); it is set at every epoch's start (``on`` before the last
+    epochs, 0 in them), so a resumed run gets the right rate. ``total_epochs`` is the run's length
+    or a callable giving it (a time budget's planned epochs; None while not yet planned). Each
+    epoch's logs (``history``, ``results.csv``) get ``mosaic``, the rate it trained with.
+    """
+
+    before_evaluation = True  # in the logs before the run log writes them (training/run.py)
+
+    def __init__(self, rate, epochs, total_epochs, on=1.0, log=print):
+        super().__init__()
+        self.rate, self.epochs, self.total_epochs, self.on, self.log = rate, int(epochs), total_epochs, float(on), log
+        self.closed_at = None  # the first epoch without mosaics
+
+    def on_epoch_begin(self, epoch, logs=None):
+        total = self.total_epochs() if callable(self.total_epochs) else self.total_epochs
+        closed = total is not None and epoch >= total - self.epochs
+        self.rate.assign(0.0 if closed else self.on)
+        if closed and self.closed_at is None:
+            self.closed_at = epoch
+            if self.log:
+                self.log(f"close_mosaic: epochs {epoch + 1}-{total} train without mosaics")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["mosaic"] = float(self.rate.numpy())
+
+
 def _number(value):
     """``(is a number, finite value or None)``."""
     try:

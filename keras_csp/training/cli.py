@@ -22,6 +22,8 @@ HELP = {
     "batch_size": "global batch size, split over the replicas (default: the recipe's 32; --recipe darknet: 16)",
     "augment": "default (mosaic, scale, HSV, flip: YOLOv5 hyp.scratch-low; the recipe's) | light (no mosaic) | none",
     "mosaic": "mosaic probability (overrides --augment's)",
+    "close_mosaic": "train the last N epochs without mosaics, as Ultralytics' close_mosaic (0: never; with "
+                    "--time, the last N of the planned epochs)",
     "mixup": "mixup probability (overrides --augment's)",
     "multi_scale": "'MIN,MAX' multiples of 32: random input size every 10 batches",
     "cache": "cache decoded, resized images in memory",

@@ -25,6 +25,7 @@ class TrainConfig:
     batch_size: Optional[int] = None  # recipe (training/recipe.py): 32
     augment: Optional[str] = None  # recipe: default (mosaic)
     mosaic: Optional[float] = None
+    close_mosaic: Optional[int] = None  # recipe: see training/recipe.py
     mixup: Optional[float] = None
     multi_scale: Optional[str] = None
     cache: bool = False
@@ -108,6 +109,9 @@ class TrainConfig:
         if self.data is not None and self.train != "synthetic":
             raise ValueError(f"config `data` ({self.data}) gives the training images; `train` ({self.train}) "
                              "cannot be given too")
+        if isinstance(self.close_mosaic, bool) or not isinstance(self.close_mosaic, int) or self.close_mosaic < 0:
+            raise ValueError(f"config `close_mosaic` must be an integer >= 0 (epochs; 0: off); received "
+                             f"{self.close_mosaic!r}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"config `ema` must be in [0, 1) (0: off); received {self.ema!r}")
         if not self.ema_tau >= 0:
@@ -121,7 +125,7 @@ class TrainConfig:
 # recipe="darknet": the plain defaults (the cfgs' SGD at 0.001, the model's own head and anchors);
 # these were TrainConfig's defaults before the recipe.
 DARKNET_DEFAULTS = dict(batch_size=16, augment="default", optimizer="sgd", learning_rate=0.001, schedule="steps",
-                        ema=0.998, ema_tau=100.0)
+                        ema=0.998, ema_tau=100.0, close_mosaic=0)
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 

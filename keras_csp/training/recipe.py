@@ -41,6 +41,7 @@ CSP = {
     "schedule": "steps",      # x0.1 at 80 % / 90 %: cosine 0.675 vs steps 0.690 (deadline-stopped)
     "burn_in": None,          # Darknet's warm-up, min(1000, 10 % of the steps)
     "augment": "default",     # mosaic 1.0 + scale / HSV / flip (R: Mosaic 78.1 vs 77.9 top-1; V4, V5)
+    "close_mosaic": 0,        # V5 / Ultralytics close_mosaic=10: see below
     "ema": 0.998,             # D, benchmarks/ema.py: AP50 0.123 vs 0.104 raw (800 steps); V5's ramp
     "ema_tau": 100.0,
 }
@@ -53,9 +54,8 @@ LONG_GPU = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.937, "ema":
 # measured mAP@0.5 / 0.5:0.95 coins 0.299 / 0.093 and photo-objects 0.408 / 0.140 with them,
 # 0.426 / 0.138 and 0.423 / 0.157 without.
 
-# Mosaic for the last epochs (Ultralytics close_mosaic=10): not applied. It needs the input
-# pipeline rebuilt mid-run (a third training phase, each with its own backup), and there was no
-# time budget here to measure that it pays on minute-long runs, where ten epochs are most of it.
+# Mosaic for the last epochs (Ultralytics close_mosaic=10): ``close_mosaic`` (epochs; with a time
+# budget, the last N of the planned epochs) is built and off here until measured.
 
 # What the plain Darknet behaviour needs: the fields' own defaults (TrainConfig.DARKNET_DEFAULTS).
 RECIPES = ("csp", "darknet")

@@ -99,10 +99,11 @@ def _multi_scale(text):
     return low, high
 
 
-def make_datasets(config, train_source, val_source, strategy=None, resume_epoch=0):
+def make_datasets(config, train_source, val_source, strategy=None, resume_epoch=0, mosaic_rate=None):
     """``(training dataset (repeated), steps per epoch, evaluation dataset or None)``.
 
-    A run resumed after ``resume_epoch`` epochs draws its shuffles and augmentations from
+    ``mosaic_rate``: a float32 ``tf.Variable`` the pipeline reads as its mosaic probability
+    instead of the config's (``close_mosaic``: a callback sets it). A run resumed after ``resume_epoch`` epochs draws its shuffles and augmentations from
     another seed (a fresh iterator would otherwise replay the first epochs' draws); with
     ``shuffle=False`` and ``augment="none"`` the data order is the same in every epoch.
     """
@@ -111,7 +112,8 @@ def make_datasets(config, train_source, val_source, strategy=None, resume_epoch=
 
     train_ds = detection_dataset(
         train_source, image_size=config.image_size, batch_size=config.batch_size,
-        augment=augment_config(config), mosaic=config.mosaic, mixup=config.mixup,
+        augment=augment_config(config), mosaic=config.mosaic if mosaic_rate is None else mosaic_rate,
+        mixup=config.mixup,
         multi_scale=_multi_scale(config.multi_scale), max_boxes=config.max_boxes,
         seed=config.seed + 7919 * resume_epoch, cache=config.cache, shuffle=config.shuffle,
     )
@@ -299,7 +301,8 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
         raise ValueError(f"config `num_classes` is {num_classes}; the training data has {train_source.num_classes}")
     phase_dirs = ["backup"] if not config.freeze_backbone_epochs else ["backup-phase1", "backup-phase2"]
     resume = _resume_epoch(out, phase_dirs) if config.backup else 0
-    train_ds, steps, val_ds = make_datasets(config, train_source, val_source, strategy, resume)
+    mosaic_rate = _mosaic_rate(config)
+    train_ds, steps, val_ds = make_datasets(config, train_source, val_source, strategy, resume, mosaic_rate)
     anchors = resolve_anchors(config, train_source, num_classes)
     resolved = dataclasses.replace(config, num_classes=num_classes, anchors=anchors_text(anchors) or config.anchors,
                                    steps_per_epoch=steps)
@@ -340,8 +343,11 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
             schedule = _compile(model, config, total, start_step=start * steps, ema=ema, adjustable=bool(planners))
         for planner in planners:
             planner.attach_schedule(schedule)
+        extra = list(extra_callbacks)
+        if mosaic_rate is not None:  # after the time budget, which plans the run's length first
+            extra.append(_close_mosaic(config, mosaic_rate, planners, steps))
         callbacks, backup, evaluator = _callbacks(config, model, out, chief, val_ds, val_source, backup_dir,
-                                                  list(extra_callbacks), ema=ema)
+                                                  extra, ema=ema)
         initial = backup.restore(model) if backup else 0
         initial = max(initial, start)
         if initial < end:
@@ -377,6 +383,28 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
         if source is not None and source.report.num_cut_boxes:
             logger.warning("%s", source.report.summary())
     return TrainResult(model, full_history, out, evaluation, resolved, info, seconds)
+
+
+def _mosaic_rate(config):
+    """The variable the pipeline reads as its mosaic probability when ``close_mosaic`` is on and
+    the run draws mosaics; else None (the config's fixed probability)."""
+    rate = config.mosaic if config.mosaic is not None else augment_config(config).mosaic
+    if not config.close_mosaic or not rate > 0:
+        return None
+    return tf.Variable(float(rate), trainable=False, dtype=tf.float32, name="mosaic_rate")
+
+
+def _close_mosaic(config, rate, planners, steps):
+    from keras_csp.training.callbacks import CloseMosaic
+
+    total = config.epochs
+    if planners:  # a time budget: its planned epochs once it has planned
+        budget = planners[0]
+
+        def total():
+            return math.ceil(budget.planned_steps / steps) if budget.planned_steps else None
+
+    return CloseMosaic(rate, config.close_mosaic, total, on=float(rate.numpy()))
 
 
 def _burn_in(config, steps):

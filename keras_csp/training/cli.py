@@ -38,7 +38,7 @@ HELP = {
                "else the model's)",
     "loss": "box loss for every head: mse | iou | giou | diou | ciou (default: each head's)",
     "head_options": "HeadSpec options for every head, 'key=value,...' (e.g. 'iou_loss=ciou,iou_normalizer=0.07,"
-                    "iou_thresh=0.213,scale_x_y=1.05' as the YOLOv4 cfgs: the recipe's head); merged over the recipe's "
+                    "iou_thresh=0.213,scale_x_y=1.05' as the YOLOv4 cfgs, plus obj_iou=1.0: the recipe's head); merged over the recipe's "
                     "head and the model's own (--recipe darknet: over the model's own only)",
     "weights": "initial weights of the whole detector: a Keras .weights.h5 or a Darknet .weights (fine-tuning)",
     "backbone_weights": "initial backbone weights: a Darknet .weights (e.g. csdarknet53.weights) or Keras file",
@@ -74,7 +74,7 @@ HELP = {
     "deterministic": "deterministic TensorFlow ops (slower; bitwise-reproducible runs)",
     "verbose": "0 silent, 1 progress bar, 2 one line per epoch",
     "recipe": "csp (default): options left unset take keras_csp/training/recipe.py's values (CIoU head with "
-              "iou_thresh 0.213 and scale_x_y 1.05, Adam 6e-3, batch 32, auto anchors, BN momentum 0.9, mosaic, "
+              "iou_thresh 0.213, scale_x_y 1.05 and IoU objectness targets, Adam 6e-3, batch 32, auto anchors, BN momentum 0.9, mosaic, "
               "EMA; cfg detectors with their own box loss, YOLOv4 / -tiny, keep their head) | darknet: the plain "
               "defaults (SGD 0.001, batch 16, the model's own head and anchors: the paper's YOLOv3 head)",
 }
@@ -146,10 +146,10 @@ def _evaluate(args):
     from keras_csp.data import detection_dataset
     from keras_csp.evaluation import evaluate_detector, write_pr_curves
     from keras_csp.training.checkpoints import atomic_write_text
-    from keras_csp.training.restore import load_detector
+    from keras_csp.training.restore import restore_detector
 
-    detector, info = load_detector(args.run, args.weights, args.model, args.num_classes, args.image_size,
-                                   args.anchors, args.names)
+    detector, info = restore_detector(args.run, args.weights, args.model, args.num_classes, args.image_size,
+                                      args.anchors, args.names)
     source = _evaluation_source(args.data, args.names, info["class_names"])
     if source.num_classes != len(info["class_names"]):
         raise ValueError(f"{args.data}: {source.num_classes} classes, but the detector has "
@@ -174,10 +174,10 @@ def _evaluate(args):
 
 
 def _predict(args):
-    from keras_csp.training.restore import load_detector, predict_files
+    from keras_csp.training.restore import predict_files, restore_detector
 
-    detector, info = load_detector(args.run, args.weights, args.model, args.num_classes, args.image_size,
-                                   args.anchors, args.names)
+    detector, info = restore_detector(args.run, args.weights, args.model, args.num_classes, args.image_size,
+                                      args.anchors, args.names)
     records = predict_files(detector, args.images, args.out, info["class_names"], args.score_threshold,
                             image_size=info["image_size"])
     for r in records:

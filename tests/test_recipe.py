@@ -9,7 +9,7 @@ import pytest
 
 from keras_csp.training import recipe
 from keras_csp.training.config import TrainConfig, load_yaml, make_config, save_yaml
-from keras_csp.training.models import build_model
+from keras_csp.training.models import build_model, parse_head_options
 
 SMALL = "CSPDenseNetb-Ref-PRN"
 
@@ -105,7 +105,9 @@ def test_unknown_recipe_is_refused():
 def test_demo_uses_the_recipe():
     from keras_csp.training import demo
 
-    assert demo.DEMO_HEAD == recipe.HEAD_TEXT
+    assert demo.DEMO_HEAD == demo.FULL["head"] == recipe.HEAD_TEXT
+    quick = parse_head_options(demo.QUICK["head"])  # the recipe's head without IoU objectness targets
+    assert quick == {**recipe.HEAD, "obj_iou": 0.0} and recipe.HEAD["obj_iou"] == 1.0
     assert (demo.FULL["learning_rate"], demo.FULL["batch_size"]) == (recipe.CSP["learning_rate"], recipe.CSP["batch_size"])
     assert demo.DEMO_EMA == {"ema": recipe.CSP["ema"], "ema_tau": recipe.CSP["ema_tau"]}
 

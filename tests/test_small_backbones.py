@@ -1,5 +1,5 @@
-"""The small and mobile backbones (issue 4): Table 3 / Darknet counts, cfg conv order, Darknet's
-own outputs, pyramids, the fusion / partial-ratio ablation, saving, errors."""
+"""The small and mobile backbones: Darknet's own outputs, the SE variant, the fusion / partial-ratio
+ablation, depthwise convs on the GPU delegate, tf_keras, errors."""
 
 import functools
 import os
@@ -14,63 +14,15 @@ import keras_csp
 from keras_csp import zoo
 from keras_csp.backend import keras
 
-# name: (conv kernel weights, BFLOPs, input side, cfg-exact). cfg-exact rows are Darknet's
-# figures (../shared/darknet/README.md); the others Table 3 (weights given to 0.01M).
-TABLE = {
-    "DarknetRef": (7_314_352, 0.967, 256, True),
-    "ResNet10": (5_240_000, 2.273, 256, True),
-    "MobileNetV2": (3_470_784, 0.859, 224, True),
-    "CSPMobileNetV2": (2_513_400, 0.764, 224, True),
-    "DenseNet201": (17_138_880, 10.850, 256, True),
-    "CSPDarknet53Elastic": (19_045_216, 7.745, 256, True),
-    "CSPResNet50Elastic": (29_795_520, 9.367, 256, True),
-    "CSPResNeXt50Elastic": (16_857_792, 5.452, 256, True),
-    "PeleeNet": (2.79e6, 1.017, 224, False),
-    "CSPPeleeNet": (2.83e6, 0.888, 224, False),
-    "CSPDenseNetRef": (3.48e6, 0.886, 256, False),
-    "CSPPeleeNetRef": (4.10e6, 1.103, 256, False),
-    "CSPDenseNetbRef": (1.38e6, 0.631, 256, False),
-    "CSPPeleeNetbRef": (2.01e6, 0.897, 256, False),
-    "CSPResNet10": (2.73e6, 1.905, 256, False),
-    "DenseNet201Elastic": (19.48e6, 8.77, 224, False),
-    "CSPDenseNet201Elastic": (20.17e6, 7.13, 224, False),
-}
-# Hundreds of layers each: counted with -m slow.
-SLOW = {"DenseNet201Elastic", "CSPDenseNet201Elastic", "CSPDenseNet201"}
-CFGS = {
-    "DarknetRef": "reference-repo/darknet.cfg",
-    "ResNet10": "reference-repo/resnet10.cfg",
-    "MobileNetV2": "reference-repo/mobilenet-v2.cfg",
-    "CSPMobileNetV2": "reference-repo/csmobilenet-v2.cfg",
-    "DenseNet201": "reference-repo/in_progress/darknet/icfg/densenet201-leaky.cfg",
-    "CSPDarknet53Elastic": "reference-repo/csdarknet53-elastic.cfg",
-    "CSPResNet50Elastic": "reference-repo/csresnet50-elastic.cfg",
-    "CSPResNeXt50Elastic": "reference-repo/csresnext50-elastic.cfg",
-}
-
-
-def _param(name):
-    return pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
+# Counts (Table 3 / Darknet's), conv-by-conv cfg equality, pyramids and .keras round trips of every
+# registered backbone: tests/test_registry_models.py.
+CSMOBILENET_CFG = "reference-repo/csmobilenet-v2.cfg"
 
 
 @functools.lru_cache(maxsize=None)
-def full_size(name, **kwargs):
-    """The model at its table input size with the 1000-way top (built once per session)."""
-    return zoo.build(name, input_shape=(TABLE[name][2],) * 2 + (3,), **kwargs)
-
-
-@pytest.mark.parametrize("name", [_param(n) for n in sorted(TABLE)])
-def test_counts_match_the_paper(name):
-    weights, bflops, _, exact = TABLE[name]
-    model = full_size(name)
-    prof = keras_csp.profile(model)
-    if exact:
-        assert prof.params == weights
-        assert abs(prof.bflops - bflops) / bflops < 0.01
-    else:
-        assert abs(prof.params - weights) / weights < 0.05, prof.params
-        assert abs(prof.bflops - bflops) / bflops < 0.05, prof.bflops
-    assert model.output_shape == (None, 1000)
+def full_size(name, size=224):
+    """The model at its Table 3 input size with the 1000-way top (built once per session)."""
+    return zoo.build(name, input_shape=(size, size, 3))
 
 
 def test_swish_and_se_variants_match_table3():
@@ -85,64 +37,12 @@ def test_swish_and_se_variants_match_table3():
     assert "Multiply" in kinds and "LeakyReLU" not in kinds
 
 
-def _cfg_convs(path):
-    """(filters, size, stride, groups, activation) of every [convolutional] in a Darknet cfg."""
-    convs, section = [], None
-    with open(path, encoding="latin-1") as handle:
-        for raw in handle:
-            line = "".join(raw.split())
-            if not line or line[0] in "#;":
-                continue
-            if line[0] == "[":
-                section = {"_type": line[1:-1]}
-                if section["_type"] == "convolutional":
-                    convs.append(section)
-            elif section is not None:
-                key, value = line.split("=", 1)
-                section[key] = value
-    return [
-        (int(c["filters"]), int(c.get("size", 1)), int(c.get("stride", 1)), int(c.get("groups", 1)),
-         c.get("activation", "logistic"))
-        for c in convs
-    ]
-
-
-_ACTS = {"LeakyReLU": "leaky", "ReLU": "relu", "Mish": "mish", None: "linear"}
-
-
-def _model_convs(model):
-    rows = []
-    for block in model.darknet_blocks:
-        conv = model.get_layer(f"{block}_conv")
-        channels = conv.input.shape[-1]
-        if isinstance(conv, keras.layers.DepthwiseConv2D):
-            filters, groups = channels * conv.depth_multiplier, channels
-            if any(layer.name == f"{block}_repeat" for layer in model.layers):  # multiplier as repeats
-                groups //= model.get_layer(f"{block}_repeat").repeats
-        else:
-            filters, groups = conv.filters, conv.groups
-        try:
-            act = type(model.get_layer(f"{block}_act")).__name__
-        except ValueError:
-            act = None
-        rows.append((filters, conv.kernel_size[0], conv.strides[0], groups, _ACTS.get(act, act)))
-    return rows
-
-
-@pytest.mark.parametrize("name", sorted(CFGS))
-def test_conv_blocks_follow_the_cfg(shared_dir, name):
-    """Same convs (filters, size, stride, groups, activation) in the same order as the cfg,
-    so Darknet .weights map onto ``model.darknet_blocks``."""
-    expected = _cfg_convs(shared_dir / "darknet" / "cfg" / CFGS[name])
-    assert _model_convs(full_size(name)) == expected
-
-
 def test_csmobilenet_v2_reproduces_darknet(shared_dir, tmp_path):
     """Darknet's own outputs (vectors/csmobilenet-v2.npz) with its seed-0 random weights."""
     weights = tmp_path / "csmobilenet-v2.weights"
     subprocess.run(
         [sys.executable, str(shared_dir / "darknet" / "make_weights.py"),
-         str(shared_dir / "darknet" / "cfg" / CFGS["CSPMobileNetV2"]), str(weights), "--seed", "0"],
+         str(shared_dir / "darknet" / "cfg" / CSMOBILENET_CFG), str(weights), "--seed", "0"],
         check=True, capture_output=True,
     )
     vectors = np.load(shared_dir / "darknet" / "vectors" / "csmobilenet-v2.npz")
@@ -152,27 +52,6 @@ def test_csmobilenet_v2_reproduces_darknet(shared_dir, tmp_path):
     for ours, key in ((p1, "layer_006"), (p2, "layer_016"), (logits, "layer_079")):
         reference = vectors[key].reshape(ours.shape)
         np.testing.assert_allclose(ours, reference, atol=1e-3 * np.abs(reference).max())
-
-
-FORWARD = ["CSPDarknet53Elastic", "CSPDenseNetRef", "CSPDenseNetbRef", "CSPMobileNetV2", "CSPPeleeNet",
-           "CSPPeleeNetRef", "CSPPeleeNetbRef", "CSPResNeXt50Elastic", "CSPResNet10", "DarknetRef",
-           "MobileNetV2", "PeleeNet", "ResNet10"]
-
-
-@pytest.mark.parametrize(
-    "name", FORWARD + [pytest.param(n, marks=pytest.mark.slow) for n in
-                       ("CSPDenseNet201", "CSPDenseNet201Elastic", "CSPResNet50Elastic", "DenseNet201",
-                        "DenseNet201Elastic")]
-)
-def test_forward_small_input_and_pyramid_strides(name):
-    model = zoo.build(name, include_top=False, input_shape=(64, 128, 3))
-    features = keras_csp.pyramid_outputs(model)
-    assert {"P3", "P4", "P5"} <= set(features)
-    for level, tensor in features.items():
-        stride = 2 ** int(level[1:])
-        assert tuple(tensor.shape[1:3]) == (64 // stride, 128 // stride), level
-    out = model(np.random.default_rng(0).random((2, 64, 128, 3), dtype=np.float32))
-    assert np.isfinite(out.numpy()).all() and float(np.std(out.numpy())) > 0
 
 
 def _bflops(builder, size=224, **kwargs):
@@ -297,7 +176,7 @@ def test_csp_mobilenet_v2_runs_whole_on_the_gpu_delegate(tmp_path, shared_dir, b
     if builder == "zoo":
         model = keras_csp.CSPMobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None)
     else:
-        model = darknet.load(shared_dir / "darknet" / "cfg" / CFGS["CSPMobileNetV2"], input_size=(64, 64))
+        model = darknet.load(shared_dir / "darknet" / "cfg" / CSMOBILENET_CFG, input_size=(64, 64))
         assert any(type(layer).__name__ == "RepeatChannels" for layer in model.layers)
     assert any(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in model.layers)
     result = to_tflite(model, tmp_path / "csmobilenet.tflite")
@@ -344,11 +223,8 @@ def every_block_kind(**kwargs):
     return build_application(spec, input_shape=(64, 64, 3), **kwargs)
 
 
-@pytest.mark.parametrize(
-    "build", [every_block_kind, lambda **kw: keras_csp.CSPMobileNetV2(input_shape=(64, 64, 3), **kw)]
-)
-def test_keras_save_load_round_trip(tmp_path, build):
-    model = build(include_top=False)
+def test_keras_save_load_round_trip(tmp_path):
+    model = every_block_kind(include_top=False)
     kinds = {type(layer).__name__ for layer in model.layers}
     assert {"DepthwiseConv2D", "ChannelRange"} & kinds
     x = np.random.default_rng(4).random((1, 64, 64, 3), dtype=np.float32)
@@ -402,13 +278,15 @@ def test_legacy_keras_builds_the_same_networks(tmp_path):
 
 
 def test_every_small_backbone_is_in_the_zoo_and_documented():
-    """Stable names (the detectors of issue 5 build on them), each saying what it is."""
+    """Stable names (the small detectors build on them), each saying what it is."""
+    from test_registry_models import small_by_default
+
     for name in keras_csp.models.SMALL_BACKBONES:
         builder = zoo.BACKBONES[name]
         assert builder.__name__ == name and getattr(keras_csp, name) is builder
         assert "cfg-exact" in builder.__doc__ or "Reconstruction" in builder.__doc__
     for name in ("CSPPeleeNet", "PeleeNet", "CSPPeleeNetRef", "CSPDenseNetRef", "CSPDenseNetbRef", "CSPPeleeNetbRef"):
-        assert name in keras_csp.models.SMALL_BACKBONES and name in FORWARD
+        assert name in keras_csp.models.SMALL_BACKBONES and small_by_default(name)  # forward pass by default
     for variant, (builder, _) in zoo.VARIANTS.items():
         assert builder in zoo.BACKBONES, variant
 

@@ -12,7 +12,7 @@ EFM / EFM(SAM) / EFM(SPP) / GFM / PRN / PRN-3l on CSPPeleeNet, PeleeNet and the 
 Reference nets. Their neck structure follows the paper's text (EFM, GFM) or
 yolov3-tiny-prn.cfg (PRN); the neck widths are the only free choice and were picked to
 reach the paper's BFLOPs and parameter counts (all within 5%, see docs/detectors.md and
-tests/test_detectors_small.py). Their backbones are themselves reconstructions
+tests/test_registry_models.py). Their backbones are themselves reconstructions
 (``keras_csp.models.small``).
 """
 

@@ -42,7 +42,7 @@ def trained_run(tmp_path_factory):
         (root / "obj.data").write_text(f"classes = {len(names)}\ntrain = train.txt\nvalid = train.txt\n"
                                        "names = classes.names\nbackup = backup/\n")
         done = subprocess.run(
-            _command() + ["train", "--data", "obj.data", "--model", "test_train_parts:tiny_detector",
+            _command() + ["train", "--data", "obj.data", "--model", "helpers:tiny_detector",
                           "--image-size", "64", "--batch-size", "4", "--time", "0.05", "--augment", "none",
                           "--out", "run", "--no-tensorboard"],
             cwd=root, env=_env(), capture_output=True, text=True, timeout=600)

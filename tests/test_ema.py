@@ -246,7 +246,7 @@ def test_train_with_ema_on_the_synthetic_set_scores_at_least_the_raw_weights(tmp
     data = dict(image_size=(64, 64), max_objects=2, min_object=16, clutter=False)
     train_json = write_synthetic_dataset(tmp_path / "train", num_images=64, seed=5, **data)["coco_json"]
     val_json = write_synthetic_dataset(tmp_path / "val", num_images=32, seed=9, **data)["coco_json"]
-    options = dict(train=train_json, val=val_json, model="test_train_parts:tiny_detector", image_size=64,
+    options = dict(train=train_json, val=val_json, model="helpers:tiny_detector", image_size=64,
                    batch_size=8, augment="none", shuffle=False, optimizer="adam", learning_rate=1e-2, burn_in=8,
                    bn_momentum=0.9, tensorboard=False, verbose=0, seed=3, ema=0.99, ema_tau=20, eval_every=100)
     full = train(epochs=10, out=str(tmp_path / "full"), **options)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_nms import _check, _random_case, reference_nms
-from test_train_parts import tiny_detector
+from helpers import tiny_detector
 
 from keras_csp.data import detection_dataset
 from keras_csp.data.coco import CocoSource, write_coco_json

@@ -201,7 +201,7 @@ def test_train_and_evaluate_write_results_csv_and_the_pictures(tmp_path):
                                    max_objects=3, min_object=8)
     out = tmp_path / "run"
     assert main(["train", "--train", data["coco_json"], "--val", data["coco_json"], "--model",
-                 "test_train_parts:tiny_detector", "--image-size", "64", "--batch-size", "4", "--epochs", "2",
+                 "helpers:tiny_detector", "--image-size", "64", "--batch-size", "4", "--epochs", "2",
                  "--eval-every", "2", "--augment", "none", "--optimizer", "adam", "--out", str(out),
                  "--no-tensorboard", "--verbose", "0"]) == 0
     rows = list(csv.DictReader(open(out / "results.csv", encoding="utf-8")))

@@ -83,9 +83,9 @@ def test_cfg_detectors_with_their_own_box_loss_keep_it():
 
 def test_fine_tuning_and_factories_keep_their_anchors():
     assert make_config(model=SMALL, weights="some.weights").anchors is None
-    assert make_config(model="test_train_parts:tiny_detector").anchors is None
-    assert make_config(model="test_train_parts:tiny_detector").head_options is None
-    assert make_config(model="test_train_parts:tiny_detector", anchors="auto").anchors == "auto"  # asked for
+    assert make_config(model="helpers:tiny_detector").anchors is None
+    assert make_config(model="helpers:tiny_detector").head_options is None
+    assert make_config(model="helpers:tiny_detector", anchors="auto").anchors == "auto"  # asked for
     assert make_config(model=SMALL, weights="some.weights", anchors="auto").anchors == "auto"
 
 

@@ -1,11 +1,13 @@
 """YOLOTask: a functional detector trained with compile/fit on the YOLO loss, on tiny synthetic data.
 
-The helpers at the top (tiny detector, synthetic images, detection matching) are reused by
-tests/test_task_distribute.py in subprocesses.
+The network is the tests' plain tiny network (helpers.tiny_network); the helpers at the top
+(heads, synthetic images, detection matching) are reused by tests/test_task_distribute.py in
+subprocesses.
 """
 
 import numpy as np
 import pytest
+from helpers import tiny_network
 
 from keras_csp.backend import keras, tf
 from keras_csp.detectors import HeadSpec, YOLOTask
@@ -24,38 +26,6 @@ def tiny_heads(iou_loss="mse", **options):
         HeadSpec(stride=16, anchors=[(8, 8), (16, 12)], iou_thresh=0.3, **common),
         HeadSpec(stride=32, anchors=[(24, 24), (40, 32)], **common),
     ]
-
-
-def tiny_detector(heads, width=32, seed=0, batch_norm=False):
-    """A small conv net with one raw output per head; head biases start at a low objectness."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = inputs
-    for i, filters in enumerate((width // 2, width, width)):
-        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=not batch_norm, name=f"conv{i}")(x)
-        if batch_norm:
-            x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
-        x = keras.layers.LeakyReLU(0.1, name=f"act{i}")(x)
-    # Leaky activations only: a graph-mode fused Conv2D+ReLU turns NaN into 0, which would hide
-    # the NaN that test_nan_guard_names_the_step_and_batch injects.
-    p16 = keras.layers.Conv2D(width, 3, strides=2, padding="same", name="p16")(x)
-    p16 = keras.layers.LeakyReLU(0.1, name="p16_act")(p16)
-    p32 = keras.layers.Conv2D(width, 3, strides=2, padding="same", name="p32")(p16)
-    p32 = keras.layers.LeakyReLU(0.1, name="p32_act")(p32)
-    outputs = []
-    for head, feature in zip(heads, (p16, p32)):
-        bias = np.zeros((head.num_anchors, 5 + head.num_classes), np.float32)
-        bias[:, 4] = -4.0  # objectness prior ~ 0.018
-        outputs.append(
-            keras.layers.Conv2D(
-                head.channels,
-                1,
-                kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-                bias_initializer=keras.initializers.Constant(bias.ravel()),
-                name=f"head_s{head.stride}",
-            )(feature)
-        )
-    return keras.Model(inputs, outputs, name="tiny_yolo")
 
 
 def synthetic_data(num_images=4, max_boxes=3, seed=0, boxes_per_image=(1, 2)):
@@ -117,7 +87,7 @@ OVERFIT_STEPS = {"mse": 150, "giou": 300, "diou": 300, "ciou": 300}  # Adam, cos
 def test_fit_overfits_until_decoded_boxes_match(iou_loss):
     """The loss falls and, on 4 images, NMS'd detections match every box (IoU > 0.9), none stray."""
     heads = tiny_heads(iou_loss, iou_normalizer=1.0)
-    task = YOLOTask(tiny_detector(heads), heads)
+    task = YOLOTask(tiny_network(heads), heads)
     images, boxes = synthetic_data()
     steps = OVERFIT_STEPS[iou_loss]
     schedule = keras.optimizers.schedules.CosineDecay(5e-3, steps)
@@ -135,7 +105,7 @@ def test_fit_overfits_until_decoded_boxes_match(iou_loss):
 
 def test_losses_reach_every_trainable_weight():
     heads = tiny_heads("ciou", label_smoothing=0.1)
-    task = YOLOTask(tiny_detector(heads, batch_norm=True), heads)
+    task = YOLOTask(tiny_network(heads, batch_norm=True), heads)
     images, boxes = synthetic_data(num_images=4, boxes_per_image=(1, 3))
     assert len(task.trainable_weights) == len(task.detector.trainable_weights) > 0
     with tf.GradientTape() as tape:
@@ -149,7 +119,7 @@ def test_losses_reach_every_trainable_weight():
 
 def test_evaluate_reports_the_yolo_loss_and_its_parts():
     heads = tiny_heads("giou")
-    task = YOLOTask(tiny_detector(heads), heads)
+    task = YOLOTask(tiny_network(heads), heads)
     task.compile(optimizer="sgd")
     images, boxes = synthetic_data()
     logs = task.evaluate(images, boxes, batch_size=4, verbose=0, return_dict=True)
@@ -162,7 +132,7 @@ def test_evaluate_reports_the_yolo_loss_and_its_parts():
 def test_edge_case_batches_train_without_nan():
     """Empty images, all-padding batches, tiny and border boxes: fit stays finite."""
     heads = tiny_heads("ciou")
-    task = YOLOTask(tiny_detector(heads), heads)
+    task = YOLOTask(tiny_network(heads), heads)
     images = np.random.default_rng(0).random((8, SIZE, SIZE, 3)).astype(np.float32)
     pad = [-1.0] * 5
     boxes = np.array(
@@ -189,7 +159,7 @@ def test_edge_case_batches_train_without_nan():
 
 def test_nan_guard_names_the_step_and_batch(capsys):
     heads = tiny_heads()
-    task = YOLOTask(tiny_detector(heads), heads)
+    task = YOLOTask(tiny_network(heads), heads)
     images, boxes = synthetic_data(num_images=10)
     images[6, 0, 0, 0] = np.nan  # batch 3 of epoch 1 (batch size 2), global step 3
     task.compile(optimizer="sgd")
@@ -221,7 +191,7 @@ def test_nan_guard_counts_steps_across_epochs():
 
 def test_compile_loss_argument():
     heads = tiny_heads("mse")
-    task = YOLOTask(tiny_detector(heads), heads)
+    task = YOLOTask(tiny_network(heads), heads)
     task.compile(optimizer="sgd", loss="ciou")
     assert {h.iou_loss for h in task.yolo_loss.heads} == {"ciou"}
     task.compile(optimizer="sgd")
@@ -237,7 +207,7 @@ def test_compile_loss_argument():
 
 def test_construction_errors_name_the_problem():
     heads = tiny_heads()
-    detector = tiny_detector(heads)
+    detector = tiny_network(heads)
     with pytest.raises(ValueError, match="2 outputs but 1 head"):
         YOLOTask(detector, heads[:1])
     with pytest.raises(ValueError, match="output 1 has 14 channels"):
@@ -248,7 +218,7 @@ def test_construction_errors_name_the_problem():
 
 def test_save_load_round_trip_keeps_outputs_and_heads(tmp_path):
     heads = tiny_heads("diou", label_smoothing=0.05)
-    task = YOLOTask(tiny_detector(heads), heads, name="yolo_task")
+    task = YOLOTask(tiny_network(heads), heads, name="yolo_task")
     images, boxes = synthetic_data()
     task.compile(optimizer=keras.optimizers.Adam(1e-3))
     task.fit(images, boxes, batch_size=4, epochs=1, verbose=0)
@@ -274,7 +244,7 @@ def mixed_precision():
 
 def test_fit_with_mixed_precision(mixed_precision):
     heads = tiny_heads("ciou")
-    task = YOLOTask(tiny_detector(heads), heads)
+    task = YOLOTask(tiny_network(heads), heads)
     images, boxes = synthetic_data()
     assert task(images)[0].dtype == tf.float16
     task.compile(optimizer=keras.optimizers.Adam(5e-3), steps_per_execution=10)

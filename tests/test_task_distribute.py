@@ -41,16 +41,17 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 from keras_csp.backend import keras
 from keras_csp.detectors import YOLOTask
-from test_task import synthetic_data, tiny_detector, tiny_heads
+from helpers import tiny_network
+from test_task import synthetic_data, tiny_heads
 
 heads = tiny_heads("ciou")
 images, boxes = synthetic_data(num_images=4, boxes_per_image=(1, 2))
-initial = [w.numpy() for w in tiny_detector(heads, seed=0).trainable_weights]
+initial = [w.numpy() for w in tiny_network(heads, seed=0).trainable_weights]
 
 
 def one_step(strategy):
     with strategy.scope():
-        task = YOLOTask(tiny_detector(heads, seed=0), heads)
+        task = YOLOTask(tiny_network(heads, seed=0), heads)
         task.compile(optimizer=keras.optimizers.SGD(0.05))
     start = [w.numpy() for w in task.trainable_weights]
     data = tf.data.Dataset.from_tensor_slices((images, boxes)).batch(4)  # global batch 4
@@ -102,10 +103,11 @@ import numpy as np
 from keras_csp.backend import LEGACY_KERAS, keras
 from keras_csp.detectors import YOLOTask
 from keras_csp.losses import NaNGuard, YoloLoss
-from test_task import dataset, synthetic_data, tiny_detector, tiny_heads
+from helpers import tiny_network
+from test_task import dataset, synthetic_data, tiny_heads
 
 heads = tiny_heads("giou")
-task = YOLOTask(tiny_detector(heads), heads)
+task = YOLOTask(tiny_network(heads), heads)
 images, boxes = synthetic_data()
 task.compile(optimizer=keras.optimizers.Adam(5e-3), loss="mse")
 history = task.fit(dataset(images, boxes), steps_per_epoch=20, epochs=3, verbose=0, shuffle=False, callbacks=[NaNGuard()]).history

@@ -4,7 +4,7 @@ score well above its untrained self on held-out images (COCO AP50, reference eva
 
 import numpy as np
 from PIL import Image, ImageDraw
-from test_train_parts import tiny_detector
+from helpers import tiny_detector
 
 from keras_csp.backend import keras
 from keras_csp.data import AugmentConfig, detection_dataset

@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
                                    min_object=8)
     out = root / "run"
     code = main(["train", "--train", data["coco_json"], "--val", data["coco_json"], "--model",
-                 "test_train_parts:tiny_detector", "--image-size", "64", "--batch-size", "4", "--epochs", "2",
+                 "helpers:tiny_detector", "--image-size", "64", "--batch-size", "4", "--epochs", "2",
                  "--augment", "none", "--optimizer", "adam", "--learning-rate", "0.01", "--anchors", "auto",
                  "--out", str(out), "--no-tensorboard", "--verbose", "0"])
     assert code == 0

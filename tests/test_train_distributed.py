@@ -24,7 +24,7 @@ split_cpu(2)
 from keras_csp.backend import keras, tf
 from keras_csp.training.strategy import make_strategy, check_global_batch
 from keras_csp.training import train
-from test_train_parts import tiny_detector
+from helpers import tiny_detector
 
 strategy = make_strategy("mirrored", cpu_devices=2)
 assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
@@ -60,7 +60,7 @@ moved = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), bef
 diff = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), mirrored.get_weights()))
 print(json.dumps({"moved": moved, "diff": diff}))
 
-result = train(train=sys.argv[1], model="test_train_parts:tiny_detector", image_size=64, batch_size=4, epochs=1,
+result = train(train=sys.argv[1], model="helpers:tiny_detector", image_size=64, batch_size=4, epochs=1,
                augment="none", strategy="mirrored", cpu_devices=2, out=sys.argv[2], tensorboard=False, verbose=0)
 print(json.dumps({"replicas": result.run_info["replicas"], "loss": result.history["loss"]}))
 """
@@ -68,7 +68,7 @@ print(json.dumps({"replicas": result.run_info["replicas"], "loss": result.histor
 WORKER = r"""
 import sys
 from keras_csp.training import train
-result = train(train=sys.argv[1], model="test_train_parts:tiny_detector", image_size=64, batch_size=4, epochs=2,
+result = train(train=sys.argv[1], model="helpers:tiny_detector", image_size=64, batch_size=4, epochs=2,
                steps_per_epoch=2, augment="none", strategy="multi_worker", out=sys.argv[2], tensorboard=False,
                verbose=0, seed=7)
 print("REPLICAS", result.run_info["replicas"], "OUT", result.out_dir)

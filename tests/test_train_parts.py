@@ -1,14 +1,16 @@
 """Training parts: Darknet schedules, Darknet's weight decay, AdamW, EMA, atomic backups that
 resume exactly, best-weights checkpoints, the run log, the config and its flags.
 
-``tiny_detector`` here is also the model of the other training tests (``--model
-test_train_parts:tiny_detector``)."""
+The model is the tests' one tiny detector, ``helpers.tiny_detector`` (``--model
+helpers:tiny_detector`` in the other training tests; ``test_train_parts:tiny_detector`` still
+names it)."""
 
 import json
 import math
 
 import numpy as np
 import pytest
+from helpers import tiny_detector  # also reached as test_train_parts:tiny_detector
 
 from keras_csp.backend import LEGACY_KERAS, keras, tf
 from keras_csp.training import (
@@ -22,19 +24,6 @@ from keras_csp.training import (
     make_optimizer,
 )
 from keras_csp.training.callbacks import RunLog
-
-TINY_ANCHORS = (((6, 6), (12, 12), (20, 20)), ((24, 24), (40, 40), (56, 56)))
-
-
-def tiny_detector(num_classes, input_shape, anchors=None, head_options=None):
-    """A real keras_csp Detector small enough to train in seconds (tests and examples)."""
-    from keras_csp.detectors import YOLODetector
-    from keras_csp.detectors.necks import PRN
-    from keras_csp.export.examples import tiny_backbone
-
-    return YOLODetector(tiny_backbone(input_shape[0], width=8), PRN(widths=(32, 64)), num_classes=num_classes,
-                        anchors=anchors or TINY_ANCHORS, head_options=head_options, name="tiny")
-
 
 # -- schedules ------------------------------------------------------------------------------
 def test_darknet_schedule_burn_in_and_steps():
@@ -260,7 +249,7 @@ def test_mixed_precision_and_close_mosaic_run_trains_and_restores_the_policy(tmp
     from keras_csp.training import train
 
     data = write_synthetic_dataset(tmp_path / "data", num_images=4, seed=1, image_size=(64, 64), max_objects=2)
-    result = train(train=data["coco_json"], model="test_train_parts:tiny_detector", image_size=64, batch_size=4,
+    result = train(train=data["coco_json"], model="helpers:tiny_detector", image_size=64, batch_size=4,
                    epochs=2, steps_per_epoch=1, augment="default", close_mosaic=1, mixed_precision="mixed_bfloat16",
                    out=str(tmp_path / "run"), tensorboard=False, verbose=0)
     assert result.model.detector.layers[2].compute_dtype == "bfloat16"

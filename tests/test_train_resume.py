@@ -35,7 +35,7 @@ class Pause(keras.callbacks.Callback):
 
 data, out, pause = sys.argv[1], sys.argv[2], int(sys.argv[3])
 extra = [Pause(pause, os.path.join(out, "paused"))] if pause >= 0 else []
-train(train=data, model="test_train_parts:tiny_detector", image_size=64, batch_size=4, epochs=3,
+train(train=data, model="helpers:tiny_detector", image_size=64, batch_size=4, epochs=3,
       augment="none", shuffle=False, optimizer="sgd", learning_rate=0.02, burn_in=2, out=out,
       tensorboard=False, verbose=0, seed=3, extra_callbacks=extra)
 print("FINISHED")

@@ -191,7 +191,7 @@ mosaics closed for its last planned epoch (``close_mosaic``)."""
     data = write_synthetic_dataset(tmp_path / "d", num_images=16, seed=2, min_side=64, max_side=64, max_objects=2,
                                    min_object=10)
     start = time.perf_counter()
-    result = train(train=data["yolo_list"], val=data["yolo_list"], model="test_train_parts:tiny_detector",
+    result = train(train=data["yolo_list"], val=data["yolo_list"], model="helpers:tiny_detector",
                    image_size=64, batch_size=4, augment="default", close_mosaic=1, time=3, eval_every=3,
                    out=str(tmp_path / "run"), tensorboard=False, verbose=0, optimizer="adam", learning_rate=0.01)
     seconds = time.perf_counter() - start

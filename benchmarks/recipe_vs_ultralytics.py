@@ -150,9 +150,9 @@ def keras_csp_predictions(run_dir, rows, size):
     """COCO detections of the run's best detector on ``rows`` (conf 0.001, the reference NMS)."""
     from keras_csp.detectors import InferenceModel
     from keras_csp.evaluation import EVAL_NMS
-    from keras_csp.training.restore import load_detector, read_image
+    from keras_csp.training.restore import read_image, restore_detector
 
-    detector, _ = load_detector(run_dir, "best")
+    detector, _ = restore_detector(run_dir, "best")
     infer = InferenceModel(detector, input_size=size, nms=EVAL_NMS)
     detections = []
     for start in range(0, len(rows), 16):

@@ -49,9 +49,9 @@ def main(argv=None):
                                          min_side=64, max_side=160)["images"]
         args.calibration = args.calibration or images
     elif args.run:
-        from keras_csp.training.restore import load_detector
+        from keras_csp.training.restore import restore_detector
 
-        detector, info = load_detector(args.run, args.weights)
+        detector, info = restore_detector(args.run, args.weights)
         names = info["class_names"]
     else:
         raise SystemExit("give --run DIR (a trained run) or --synthetic")

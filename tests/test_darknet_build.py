@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_csp.backend import keras
-from keras_csp.darknet import build_model, default_outputs, infer_network, load
+from keras_csp.darknet import default_outputs, infer_network, load, model_from_cfg
 from keras_csp.darknet.cli import add_darknet_parser, main
 from keras_csp.darknet.weights import DarknetWeights, param_layers_from_network
 
@@ -34,7 +34,7 @@ def random_weights(network, seed=0):
 def check_against_spec(network):
     """Every Darknet layer's Keras output has Darknet's shape; params match the file."""
     every = list(range(len(network.layers)))
-    model = build_model(network, outputs=every)
+    model = model_from_cfg(network, outputs=every)
     for spec, tensor in zip(network.layers, model.outputs):
         assert tuple(tensor.shape[1:]) == spec.output_shape, spec.where()
     assert model.count_params() == network.weight_floats
@@ -72,7 +72,7 @@ def test_detector_outputs_are_yolo_inputs_largest_map_first(shared_dir):
     indices = default_outputs(network)
     yolo = network.yolo_layers
     assert sorted(indices) == sorted(spec.index - 1 for spec in yolo)
-    model = build_model(network)
+    model = model_from_cfg(network)
     heights = [t.shape[1] for t in model.outputs]
     assert heights == sorted(heights, reverse=True) == [26, 13]  # cfg order is 13 then 26
     heads = network.heads()

@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from keras_csp.backend import keras, tf
-from keras_csp.darknet import build_model, infer_network, load
+from keras_csp.darknet import infer_network, load, model_from_cfg
 from keras_csp.darknet.weights import DarknetWeights, param_layers_from_network
 from keras_csp.layers import (
     ChannelMaxout,
@@ -418,7 +418,7 @@ def test_tf_keras_builds_the_same_numbers(tmp_path):
 def test_tiny_models_keep_darknet_shapes_layer_by_layer():
     for text in (TINY_DETECTOR, TINY_CLASSIFIER):
         network = infer_network(text)
-        model = build_model(network, outputs=list(range(len(network.layers))))
+        model = model_from_cfg(network, outputs=list(range(len(network.layers))))
         for spec, tensor in zip(network.layers, model.outputs):
             assert tuple(tensor.shape[1:]) == spec.output_shape, spec.where()
         assert model.count_params() == network.weight_floats

@@ -81,7 +81,7 @@ def test_order_of_cfg_models_and_of_models_without_one():
                      "[convolutional]", "filters=4", "size=3", "stride=2", "pad=1", "activation=leaky",
                      "[maxpool]", "size=2", "stride=2",
                      "[convolutional]", "filters=2", "size=1", "stride=1", "activation=linear"])
-    assert darknet.darknet_order(darknet.build_model(cfg)) == ("layer000", "layer002")
+    assert darknet.darknet_order(darknet.model_from_cfg(cfg)) == ("layer000", "layer002")
     inputs = keras.Input((8, 8, 3))
     plain = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="x_conv")(inputs))
     with pytest.raises(ValueError, match="has no Darknet block order"):

@@ -11,10 +11,10 @@ import pytest
 
 from keras_csp.darknet import (
     DarknetWeights,
-    build_model,
     infer_network,
     load,
     load_conv_weights,
+    model_from_cfg,
     read_weights,
     save_conv_weights,
     save_weights,
@@ -102,7 +102,7 @@ def test_load_conv_weights_interface_gives_darknets_output(mobilenet, tmp_path):
     """The named-backbone path: conv blocks by name, in cfg order."""
     cfg, path, vector = mobilenet
     network = infer_network(cfg)
-    model = build_model(network)
+    model = model_from_cfg(network)
     header = load_conv_weights(model, block_names(network), path)
     assert header.values.size == network.weight_floats
     output = np.asarray(model(vector["input"][None]))[0]
@@ -141,7 +141,7 @@ def test_truncated_file_fails_before_building_and_names_the_layer(mobilenet, tmp
 def test_truncated_file_leaves_a_model_untouched(mobilenet, tmp_path):
     cfg, path, _ = mobilenet
     network = infer_network(cfg)
-    model = build_model(network)
+    model = model_from_cfg(network)
     before = all_weights(model)
     cut = tmp_path / "cut.weights"
     cut.write_bytes(path.read_bytes()[:-4])
@@ -176,7 +176,7 @@ def test_weights_of_another_cfg_are_refused(shared_dir, mobilenet, tmp_path):
 def test_a_bad_last_layer_changes_nothing(mobilenet):
     cfg, path, _ = mobilenet
     network = infer_network(cfg)
-    model = build_model(network)
+    model = model_from_cfg(network)
     before = all_weights(model)
     weights = read_weights(path)
     values = weights.values.copy()

@@ -16,7 +16,7 @@ import pytest
 
 from keras_csp import detectors
 from keras_csp.backend import keras
-from keras_csp.darknet import block_name, build_model, default_outputs, infer_network, load_conv_weights
+from keras_csp.darknet import block_name, default_outputs, infer_network, load_conv_weights, model_from_cfg
 
 def _shrunk_cfg(path, divisor=16, keep=(255,)):
     """The cfg text with every conv's filters divided by ``divisor`` (head convs kept)."""
@@ -31,7 +31,7 @@ def _cfg_backbone(network, taps):
     """The cfg's own layers up to the taps, as a keras_csp backbone (P{n} identity layers),
     and the cfg's whole network (its raw head outputs) sharing those layers."""
     heads = default_outputs(network)
-    model = build_model(network, outputs=list(taps.values()) + heads)
+    model = model_from_cfg(network, outputs=list(taps.values()) + heads)
     features = model.outputs[:len(taps)]
     outputs = [keras.layers.Identity(name=lvl)(t) for lvl, t in zip(taps, features)]
     backbone = keras.Model(model.inputs[0], outputs, name="cfg_backbone")

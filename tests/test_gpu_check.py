@@ -116,7 +116,7 @@ def test_flex_op_is_reported_and_to_tflite_refuses_it(out_dir):
         to_tflite(model, target)
     assert not os.path.exists(target)
     # Make the Flex file on purpose (SELECT_TF_OPS), to check the checker flags it.
-    config = saved_model.make_config(model, batch_size=1)
+    config = saved_model.serving_config(model, batch_size=1)
     temp, path = saved_model.write_temporary(model, config)
     try:
         converter = tf.lite.TFLiteConverter.from_saved_model(path)

@@ -41,9 +41,9 @@ def test_train_writes_complete_keras_files_with_classes_and_anchors(run):
         out = detector.predict(np.zeros((1, 64, 64, 3), np.float32), verbose=0)
         assert out["boxes"].shape == (1, 100, 4)  # the post-processing came with the file
     final = keras.saving.load_model(run_dir / "final.keras", safe_mode=True, compile=False)
-    from keras_csp.training.restore import load_detector
+    from keras_csp.training.restore import restore_detector
 
-    rebuilt, _ = load_detector(str(run_dir), str(run_dir / "final.weights.h5"))  # the weights-file path
+    rebuilt, _ = restore_detector(str(run_dir), str(run_dir / "final.weights.h5"))  # the weights-file path
     image = np.random.default_rng(0).uniform(size=(1, 64, 64, 3)).astype(np.float32)
     for a, b in zip(final(image), rebuilt(image)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)

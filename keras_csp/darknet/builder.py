@@ -7,6 +7,7 @@ is ``layer{i:03d}`` in :func:`keras_csp.layers.conv_bn_act`'s scheme (``_conv``,
 
 import operator
 import re
+import warnings
 from dataclasses import dataclass
 
 import keras_csp.darknet.spec as S
@@ -247,7 +248,7 @@ def model_from_graph(graph, indices, name=None):
     return keras.Model(graph.inputs, outputs, name=name or model_name(graph.network))
 
 
-def build_model(cfg, input_size=None, outputs=None, input_tensor=None, name=None, progress=None):
+def model_from_cfg(cfg, input_size=None, outputs=None, input_tensor=None, name=None, progress=None):
     """Build the Keras functional model of a Darknet cfg (path, text, Cfg or Network).
 
     ``input_size=(h, w)`` overrides the [net] size; ``outputs`` is a list of Darknet layer
@@ -257,6 +258,14 @@ def build_model(cfg, input_size=None, outputs=None, input_tensor=None, name=None
     network = cfg if isinstance(cfg, S.Network) else S.infer_network(cfg, input_size)
     indices = output_indices(network, outputs)
     return model_from_graph(build_graph(network, input_tensor, progress), indices, name)
+
+
+def build_model(*args, **kwargs):
+    """Deprecated name of :func:`model_from_cfg` (``build_model`` is also training's detector
+    builder, ``keras_csp.training.models.build_model``)."""
+    warnings.warn("keras_csp.darknet.build_model is deprecated; use keras_csp.darknet.model_from_cfg.",
+                  DeprecationWarning, stacklevel=2)
+    return model_from_cfg(*args, **kwargs)
 
 
 def model_name(network):

@@ -274,9 +274,13 @@ def YOLODetector(
 
 
 def network_of(model):
-    """The Keras network of a ``Detector`` (its ``.detector``: image in, head maps out), or
-    ``model`` itself when it is already a plain network."""
-    return getattr(model, "detector", model)
+    """The Keras network of a ``Detector`` or ``YOLOTask`` (its ``.detector``: image in, head
+    maps out), or ``model`` itself when it is already a plain network (or carries no built
+    network with inputs). The one unwrapping: export, evaluation and training use it too."""
+    inner = getattr(model, "detector", None)
+    if isinstance(inner, keras.Model) and getattr(inner, "inputs", None):
+        return inner
+    return model
 
 
 def _safe(name):

@@ -145,9 +145,9 @@ def load_benchmark_model(spec, source=None, weights=None, image_size=None):
 
     spec = os.fspath(spec)
     if os.path.isdir(spec):
-        from keras_csp.training.restore import load_detector
+        from keras_csp.training.restore import restore_detector
 
-        detector, info = load_detector(spec, weights or "best")
+        detector, info = restore_detector(spec, weights or "best")
         return detector, {"name": info.get("model", os.path.basename(spec)), "image_size": info["image_size"],
                           "class_names": info["class_names"]}
     if os.path.isfile(spec):

@@ -41,12 +41,12 @@ def load_model(source, input_size=None, weights=None, run=None):
     from keras_csp.training.restore import weights_only_hint
 
     if run is not None or (source is not None and _is_run(source)):
-        from keras_csp.training.restore import load_detector
+        from keras_csp.training.restore import restore_detector
 
         if weights is not None and weights not in RUN_WEIGHTS and not str(weights).endswith(".keras"):
             raise ValueError(f"with a training run, --weights is one of {', '.join(RUN_WEIGHTS)}; received "
                              f"{weights!r}")
-        detector, _ = load_detector(run or source, weights or "best")
+        detector, _ = restore_detector(run or source, weights or "best")
         return detector
     if source is None:
         raise ValueError("expected a model: a .keras file, a training run folder (or --run RUN), or a zoo name")

@@ -5,6 +5,7 @@ import dataclasses
 import io
 import os
 import tempfile
+import warnings
 
 from keras_csp.backend import LEGACY_KERAS, tf
 from keras_csp.export import _files, serving
@@ -27,9 +28,9 @@ class ServingConfig:
     heads: tuple = None
 
 
-def make_config(model, input_size=None, input_type="float32", letterbox=False, nms=False,
-                heads=None, max_detections=None, iou_threshold=None, score_threshold=None,
-                batch_size=None):
+def serving_config(model, input_size=None, input_type="float32", letterbox=False, nms=False,
+                   heads=None, max_detections=None, iou_threshold=None, score_threshold=None,
+                   batch_size=None):
     """Check every serving argument against ``model`` and return a ``ServingConfig``."""
     size = serving.resolve_input_size(model, input_size)
     serving.check_input_type(input_type)
@@ -53,6 +54,14 @@ def make_config(model, input_size=None, input_type="float32", letterbox=False, n
     return ServingConfig(size, input_type, bool(letterbox), nms_config,
                          None if batch_size is None else int(batch_size),
                          tuple(serving.output_names(model, heads)), heads)
+
+
+def make_config(*args, **kwargs):
+    """Deprecated name of :func:`serving_config` (``make_config`` is also training's config
+    builder, ``keras_csp.training.make_config``)."""
+    warnings.warn("keras_csp.export.saved_model.make_config is deprecated; use serving_config.",
+                  DeprecationWarning, stacklevel=2)
+    return serving_config(*args, **kwargs)
 
 
 def _check_heads(model, heads):
@@ -146,8 +155,8 @@ def to_saved_model(model, directory, *, input_size=None, input_type="float32", l
     Everything is checked before tracing; the folder appears only when complete.
     Returns the path written.
     """
-    config = make_config(model, input_size, input_type, letterbox, nms, heads, max_detections,
-                         iou_threshold, score_threshold, batch_size)
+    config = serving_config(model, input_size, input_type, letterbox, nms, heads, max_detections,
+                            iou_threshold, score_threshold, batch_size)
     directory = os.fspath(directory)
     with _files.directory(directory, overwrite=overwrite) as temp:
         write(model, temp, config)

@@ -15,19 +15,12 @@ Boxes are ``[x_min, y_min, x_max, y_max]``: normalised to the model input (clipp
 
 import numbers
 
-from keras_csp.backend import keras, tf
+from keras_csp.backend import tf
+from keras_csp.detectors.detector import network_of
 from keras_csp.postprocess.geometry import PAD_VALUE  # noqa: F401  (the sidecar's pad_value)
 from keras_csp.postprocess.nms import NMSConfig
 
 INPUT_TYPES = ("float32", "uint8")
-
-
-def network_of(model):
-    """The functional network to export: ``model`` or, for a ``Detector``, ``model.detector``."""
-    inner = getattr(model, "detector", None)
-    if isinstance(inner, keras.Model) and getattr(inner, "inputs", None):
-        return inner
-    return model
 
 
 def resolve_input_size(model, input_size=None):

@@ -251,7 +251,7 @@ def to_tflite(model, path, *, quantize=None, representative_data=None,
         )
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise FileNotFoundError(f"Cannot write {path}: its folder does not exist.")
-    config = saved_model.make_config(
+    config = saved_model.serving_config(
         model, input_size, "float32", False, nms == "builtin", heads, max_detections,
         iou_threshold, score_threshold, batch_size=1)
     if labels is not None and config.heads is not None and len(labels) != (

@@ -146,9 +146,9 @@ def _evaluate(args):
     from keras_csp.data import detection_dataset
     from keras_csp.evaluation import evaluate_detector, write_pr_curves
     from keras_csp.training.checkpoints import atomic_write_text
-    from keras_csp.training.restore import load_detector
+    from keras_csp.training.restore import restore_detector
 
-    detector, info = load_detector(args.run, args.weights, args.model, args.num_classes, args.image_size,
+    detector, info = restore_detector(args.run, args.weights, args.model, args.num_classes, args.image_size,
                                       args.anchors, args.names)
     source = _evaluation_source(args.data, args.names, info["class_names"])
     if source.num_classes != len(info["class_names"]):
@@ -174,9 +174,9 @@ def _evaluate(args):
 
 
 def _predict(args):
-    from keras_csp.training.restore import load_detector, predict_files
+    from keras_csp.training.restore import predict_files, restore_detector
 
-    detector, info = load_detector(args.run, args.weights, args.model, args.num_classes, args.image_size,
+    detector, info = restore_detector(args.run, args.weights, args.model, args.num_classes, args.image_size,
                                       args.anchors, args.names)
     records = predict_files(detector, args.images, args.out, info["class_names"], args.score_threshold,
                             image_size=info["image_size"])

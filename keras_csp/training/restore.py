@@ -3,12 +3,13 @@ and use it on images.
 
 A training run writes ``best.keras`` and ``final.keras`` beside its weights: the whole
 detector (classes, anchors, NMS settings), which ``keras.saving.load_model(path,
-safe_mode=True)`` gives back without this package's training code. ``load_detector`` takes
+safe_mode=True)`` gives back without this package's training code. ``restore_detector`` takes
 those, or rebuilds the model from ``run.json`` and a ``.weights.h5`` for older runs."""
 
 import glob
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -86,8 +87,8 @@ def run_weights(run_dir, which="best"):
     raise FileNotFoundError(f"{run_dir}: no {'/'.join(WEIGHT_CHOICES)}.weights.h5 found")
 
 
-def load_detector(run=None, weights=None, model=None, num_classes=None, image_size=None, anchors=None,
-                  class_names=None):
+def restore_detector(run=None, weights=None, model=None, num_classes=None, image_size=None, anchors=None,
+                     class_names=None):
     """A detector and its class names, from a run folder and/or explicit settings.
 
     Args:
@@ -239,5 +240,13 @@ def predict_files(detector, paths, out_dir, class_names, score_threshold=0.25, n
     return records
 
 
+def load_detector(*args, **kwargs):
+    """Deprecated name of :func:`restore_detector` (``keras_csp.darknet.load_detector`` builds a
+    detector from a Darknet cfg)."""
+    warnings.warn("keras_csp.training.restore.load_detector is deprecated; use restore_detector.",
+                  DeprecationWarning, stacklevel=2)
+    return restore_detector(*args, **kwargs)
+
+
 __all__ = ["expand_images", "load_detector", "load_keras_detector", "predict_files", "read_image", "read_run",
-           "run_weights", "save_detector_files", "weights_only_hint"]
+           "restore_detector", "run_weights", "save_detector_files", "weights_only_hint"]

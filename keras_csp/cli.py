@@ -5,6 +5,9 @@ import importlib
 import os
 import sys
 
+from keras_csp import _quiet
+from keras_csp.weights import WeightsDownloadError
+
 # (module, function adding the sub-parser); modules are imported only when present.
 SUBCOMMANDS = (
     ("keras_csp.cli_profile", "add_profile_parser"),
@@ -50,13 +53,9 @@ def _message(err):
 
 
 def main(argv=None):
-    from keras_csp import _quiet
-
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     handler = getattr(args, "handler", None) or args.func
-    from keras_csp.weights import WeightsDownloadError
-
     try:
         with _quiet.filtered_stderr():  # TF's C++ lines of the run itself (cuInit, LiteRT) stay off the console
             return handler(args) or 0

@@ -1,5 +1,9 @@
 """``keras-csp profile MODEL``: the paper's per-layer FLOPs / params / CIO table."""
 
+from keras_csp import zoo
+from keras_csp.backend import keras
+from keras_csp.profiling import profile
+
 
 def add_profile_parser(subparsers):
     p = subparsers.add_parser("profile", help="print per-layer BFLOPs, kernel weights and CIO of a model")
@@ -13,17 +17,12 @@ def add_profile_parser(subparsers):
 
 def load_any(name, size, include_top=True):
     """A model from a builder name of ``keras_csp.zoo`` or a saved ``.keras`` file."""
-    from keras_csp import zoo
-    from keras_csp.backend import keras
-
     if name.endswith(".keras"):
         return keras.models.load_model(name)
     return zoo.build(name, input_shape=(size, size, 3), include_top=include_top)
 
 
 def run_profile(args):
-    from keras_csp.profiling import profile
-
     profiles = [profile(load_any(m, args.size, not args.no_top)) for m in args.models]
     for prof in profiles:
         if args.summary:

@@ -2,6 +2,7 @@
 
 import warnings
 
+from keras_csp.backend import keras
 from keras_csp.darknet.builder import build_graph, model_from_graph, output_indices
 from keras_csp.darknet.cfg import CfgError
 from keras_csp.darknet.order import darknet_order
@@ -17,6 +18,7 @@ from keras_csp.darknet.weights import (
     split_weights,
     write_weights,
 )
+from keras_csp.postprocess.nms import darknet_nms
 
 
 def _network(cfg, input_size):
@@ -37,8 +39,6 @@ def load(cfg, weights=None, input_size=None, outputs=None, allow_extra=False, pr
     map first, or the last layer of a classifier). ``allow_extra`` accepts trailing floats.
     ``progress``, if given, is called with each layer spec as it is built.
     """
-    from keras_csp.backend import keras
-
     network = _network(cfg, input_size)
     indices = output_indices(network, outputs)  # bad outputs fail before reading a file
     layers = param_layers_from_network(network)
@@ -125,8 +125,6 @@ def cfg_nms(cfg, nms=None, input_size=None):
     ``[yolo]`` layer (Darknet reads the network's last layer), on top of which a dict ``nms``
     sets other fields; an ``NMSConfig`` ``nms`` is used as it is. Warns when the sections
     disagree (Darknet silently takes the last)."""
-    from keras_csp.detectors.nms import darknet_nms
-
     network = _network(cfg, input_size)
     layers = network.yolo_layers
     if not layers:
@@ -158,7 +156,7 @@ def load_detector(cfg, weights=None, input_size=None, allow_extra=False, nms=Non
     ``predict`` work as for the named detectors and train as Darknet does. ``predict``'s
     NMS is the cfg's ``nms_kind`` / ``beta_nms`` (:func:`cfg_nms`; ``nms`` as there).
     """
-    from keras_csp.detectors.detector import Detector
+    from keras_csp.detectors.detector import Detector  # lazy: cycle (detectors.detector -> darknet/__init__ -> here)
 
     network = _network(cfg, input_size)
     heads = head_specs(network)  # every [yolo] option checked before any Keras layer exists

@@ -12,6 +12,12 @@ import functools
 import os
 import sys
 
+import keras_csp.layers  # noqa: F401  (registers the custom layers for loading)
+from keras_csp.backend import keras
+from keras_csp.darknet.api import load, save_weights
+from keras_csp.darknet.spec import infer_network
+from keras_csp.darknet.summary import format_summary
+
 
 def _input_size(values):
     return None if values is None else (values[0], values[1])
@@ -55,10 +61,6 @@ def _clean_errors(handler):
 def convert(args, stdout=None, stderr=None):
     """Handler of ``darknet convert``: returns the process exit status."""
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
-    from keras_csp.darknet.api import load
-    from keras_csp.darknet.spec import infer_network
-    from keras_csp.darknet.summary import format_summary
-
     if not args.output.endswith(".keras"):
         raise ValueError(f"OUT must end with .keras, got {args.output!r}")
     if os.path.exists(args.output) and not args.overwrite:
@@ -80,8 +82,6 @@ def convert(args, stdout=None, stderr=None):
 def summary(args, stdout=None, stderr=None):
     """Handler of ``darknet summary``: Darknet's layer table, without building Keras layers."""
     stdout = stdout or sys.stdout
-    from keras_csp.darknet.summary import format_summary
-
     stdout.write(format_summary(args.cfg, _input_size(args.input_size)) + "\n")
     return 0
 
@@ -90,11 +90,6 @@ def summary(args, stdout=None, stderr=None):
 def export(args, stdout=None, stderr=None):
     """Handler of ``darknet export``: a .keras model built from CFG back to .weights."""
     stdout = stdout or sys.stdout
-    from keras_csp.backend import keras
-    from keras_csp.darknet.api import save_weights
-
-    import keras_csp.layers  # noqa: F401  (registers the custom layers for loading)
-
     model = keras.models.load_model(args.model, compile=False)
     height, width = model.input_shape[1:3]
     out = save_weights(model, args.cfg, args.output, input_size=(height, width))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from keras_csp.darknet.cfg import CfgError, Section, parse_cfg
 from keras_csp.layers.activations import ACTIVATIONS
+from keras_csp.ops.head_spec import HeadSpec
 
 # [net] options: geometry is used; the rest are training settings kept as raw strings.
 NET_OPTIONS = {
@@ -291,8 +292,6 @@ class YoloSpec(LayerSpec):
     def to_head_spec(self, stride):
         """The ``HeadSpec`` of this layer at ``stride`` (an int), or a CfgError naming the
         option (and its line) that the detectors cannot honour."""
-        from keras_csp.ops.head_spec import HeadSpec
-
         for key, value in self.unsupported:
             raise self._option_error(
                 key,

@@ -20,6 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import keras_csp.darknet.spec as S
+from keras_csp.backend import keras
+from keras_csp.darknet.builder import block_name
+from keras_csp.darknet.order import darknet_order
+
 _FLOAT = np.dtype("<f4")
 
 
@@ -129,9 +134,6 @@ class ParamLayer:
 
 def param_layers_from_network(network, names=None):
     """ParamLayers of a :class:`~keras_csp.darknet.spec.Network`, named as the builder names."""
-    import keras_csp.darknet.spec as S
-    from keras_csp.darknet.builder import block_name
-
     layers = []
     for spec in network.layers:
         if not spec.weight_floats:
@@ -199,14 +201,10 @@ def param_layers_from_model(model, block_names):
 
 
 def keras_dense():
-    from keras_csp.backend import keras
-
     return keras.layers.Dense
 
 
 def keras_depthwise():
-    from keras_csp.backend import keras
-
     return keras.layers.DepthwiseConv2D
 
 
@@ -383,8 +381,6 @@ def assign(plan):
 def _blocks_of(model, block_names):
     if block_names is not None:
         return block_names
-    from keras_csp.darknet.order import darknet_order
-
     return darknet_order(model)
 
 

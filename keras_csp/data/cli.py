@@ -7,10 +7,10 @@ Each command's handler is stored as ``func`` on the parsed arguments and returns
 import argparse
 import sys
 
+from keras_csp.data.synthetic import SHAPE_CLASSES, write_synthetic_dataset
+
 
 def _synth(args):
-    from keras_csp.data.synthetic import SHAPE_CLASSES, write_synthetic_dataset
-
     image_size = None if args.image_size is None else (args.image_size, args.image_size)
     paths = write_synthetic_dataset(
         args.out_dir, num_images=args.num_images, seed=args.seed, image_size=image_size,

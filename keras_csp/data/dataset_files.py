@@ -19,6 +19,7 @@ file and the key.
 import dataclasses
 import os
 
+from keras_csp.data.pipeline import resolve_source
 from keras_csp.data.yolo_txt import YoloFormatError, YoloTxtSource, read_names
 
 
@@ -199,8 +200,6 @@ def open_detection_source(spec, training=True, names=None):
     """A detection source from ``spec``: a dataset file (its ``train`` or ``val`` split), a
     YOLO list ``.txt`` or an image folder with YOLO labels (with ``names``: a names file or a
     list), or anything ``keras_csp.data.resolve_source`` takes."""
-    from keras_csp.data.pipeline import resolve_source
-
     if not isinstance(spec, (str, os.PathLike)):
         return resolve_source(spec, training=training)
     text = os.fspath(spec)

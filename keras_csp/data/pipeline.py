@@ -21,10 +21,16 @@ import random
 import keras_csp.data.augment as aug  # the module, not the package: no import cycle
 from keras_csp.backend import tf
 from keras_csp.data.boxes import pad_boxes
+from keras_csp.data.coco import CocoSource
+from keras_csp.data.image_folder import ImageFolderSource
 from keras_csp.data.mosaic import plan_group, render_mosaic, single_pixels
 from keras_csp.data.report import BOXES_CUT, GROUND_TRUTH_CUT, LOGGER
 from keras_csp.data.source import ClassificationSource, DetectionSource
 from keras_csp.data.structure import DEFAULT_MAX_BOXES, PAD_VALUE
+from keras_csp.data.synthetic import synthetic_source
+from keras_csp.data.tfds_sources import TfdsClassificationSource, TfdsDetectionSource
+from keras_csp.data.voc import VocSource
+from keras_csp.data.yolo_txt import YoloTxtSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,25 +87,15 @@ def resolve_source(source, training=True):
         raise TypeError(f"`source` must be a source object or a string; received {type(source).__name__}")
     text = os.fspath(source)
     if text == "synthetic":
-        from keras_csp.data.synthetic import synthetic_source
-
         return synthetic_source()
     if text.startswith("tfds:"):
-        from keras_csp.data.tfds_sources import TfdsDetectionSource
-
         name, _, split = text[5:].partition(":")
         return TfdsDetectionSource(name, split or ("train" if training else "validation"))
     if text.endswith(".json"):
-        from keras_csp.data.coco import CocoSource
-
         return CocoSource(text)
     if text.endswith(".txt"):
-        from keras_csp.data.yolo_txt import YoloTxtSource
-
         return YoloTxtSource(text)
     if os.path.isdir(os.path.join(text, "Annotations")):
-        from keras_csp.data.voc import VocSource
-
         return VocSource(text)
     raise ValueError(
         f"`source` {text!r} is not a known source: pass a source object, 'synthetic', "
@@ -401,13 +397,9 @@ def classification_dataset(source, image_size=224, batch_size=32, training=True,
     if image_dtype not in ("float32", "uint8"):
         raise ValueError(f"`image_dtype` must be 'float32' or 'uint8'; received {image_dtype!r}")
     if isinstance(source, str) and source.startswith("tfds:"):
-        from keras_csp.data.tfds_sources import TfdsClassificationSource
-
         name, _, split = source[5:].partition(":")
         source = TfdsClassificationSource(name, split or ("train" if training else "validation"))
     elif isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
-        from keras_csp.data.image_folder import ImageFolderSource
-
         source = ImageFolderSource(source)
     if not isinstance(source, ClassificationSource):
         raise TypeError(f"`source` must be a classification source; received {source!r}")

@@ -19,6 +19,9 @@ import tempfile
 
 import numpy as np
 
+from keras_csp.data.coco import CocoSource, write_coco_json
+from keras_csp.data.yolo_txt import YoloTxtSource
+
 SHAPE_CLASSES = ("circle", "rectangle", "triangle", "star", "cross", "ring", "hexagon", "crescent")
 CATEGORY_IDS = (1, 2, 3, 5, 7, 8, 10, 11)
 GENERATOR_VERSION = 1
@@ -246,8 +249,6 @@ def write_synthetic_dataset(out_dir, num_images=64, seed=0, image_size=None, min
             f.writelines(rows)
         lines.append(f"images/{file_name}\n")
     categories = [{"id": i, "name": n, "supercategory": "shape"} for i, n in zip(CATEGORY_IDS, SHAPE_CLASSES)]
-    from keras_csp.data.coco import write_coco_json
-
     paths = _paths(out_dir)
     write_coco_json(paths["coco_json"], images, annotations, categories,
                     {"description": f"keras_csp synthetic shapes, seed {seed}"})
@@ -326,11 +327,7 @@ def synthetic_source(directory=None, num_images=64, seed=0, format="coco", verif
     ``format="coco"`` gives a ``CocoSource``, ``"yolo"`` a ``YoloTxtSource``."""
     paths = ensure_synthetic_dataset(directory, num_images, seed, **options)
     if format == "coco":
-        from keras_csp.data.coco import CocoSource
-
         return CocoSource(paths["coco_json"], paths["images"], verify=verify, name=f"synthetic(seed={seed})")
     if format == "yolo":
-        from keras_csp.data.yolo_txt import YoloTxtSource
-
         return YoloTxtSource(paths["yolo_list"], names=paths["names"], verify=verify, name=f"synthetic(seed={seed})")
     raise ValueError(f"`format` must be 'coco' or 'yolo'; received {format!r}")

@@ -24,6 +24,8 @@ import keras_csp.registry as registry  # noqa: PLR0402  (the module, not keras_c
 from keras_csp.detectors.detector import YOLODetector
 from keras_csp.detectors.heads import TINY_ANCHORS, TINY_PRN_ANCHORS, YOLOV3_ANCHORS
 from keras_csp.detectors.necks import EFM, GFM, PRN, TinyFPN
+from keras_csp.detectors.transfer import load_pretrained
+from keras_csp.profiling import profile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,8 +218,6 @@ def build_detector(
         detector.set_class_names(class_names)
     report = None
     if weights is not None:
-        from keras_csp.detectors.transfer import load_pretrained
-
         report = load_pretrained(detector, weights, model=spec.name, verbose=verbose)
     detector.transfer_report = report
     return detector
@@ -226,8 +226,6 @@ def build_detector(
 def report(names=None):
     """Rows ``(name, size, measured BFLOPs, target, measured weights, target)`` of the named
     detectors (all by default) at every size of their ``targets``; builds each one."""
-    from keras_csp.profiling import profile
-
     rows = []
     for key in names or DETECTORS:
         spec = DETECTORS[key]

@@ -10,11 +10,12 @@ or Darknet weights); the detector reuses its layers, so those weights carry over
 import keras_csp.registry as registry  # noqa: PLR0402  (the module, not keras_csp/__init__: no cycle)
 from keras_csp.backend import keras, register, tf
 from keras_csp.darknet.order import DarknetBlocksModel, blocks_present, darknet_order
+from keras_csp.darknet.weights import load_conv_weights, save_conv_weights
 from keras_csp.detectors.heads import TINY_ANCHORS, head_level, prior_biases, split_anchors, yolo_head
 from keras_csp.detectors.necks import HeadSlot, get_neck, level_index
 from keras_csp.detectors.task import YOLOTask
-from keras_csp.ops.head_spec import HeadSpec
 from keras_csp.models.application import feature_extractor, pyramid_outputs
+from keras_csp.ops.head_spec import HeadSpec
 from keras_csp.postprocess.decoder import postprocess
 from keras_csp.postprocess.nms import NMSConfig, darknet_nms
 
@@ -134,16 +135,12 @@ class Detector(YOLOTask):
 
     def load_darknet_weights(self, path, allow_extra=False):
         """Load a Darknet ``.weights`` file of this detector's cfg (all-or-nothing)."""
-        from keras_csp.darknet.weights import load_conv_weights
-
         if not self.darknet_blocks:
             raise ValueError(f"{self.name} has no Darknet block list; it was not built by YOLODetector.")
         return load_conv_weights(self.detector, self.darknet_blocks, path, allow_extra=allow_extra)
 
     def save_darknet_weights(self, path):
         """Write this detector's conv blocks as a Darknet ``.weights`` file, in cfg order."""
-        from keras_csp.darknet.weights import save_conv_weights
-
         return save_conv_weights(self.detector, self.darknet_blocks, path)
 
     def get_config(self):

@@ -17,7 +17,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from keras_csp.darknet.weights import assign, keras_assignments, param_layers_from_model, read_weights, split_weights
 from keras_csp.detectors.heads import head_level, prior_biases
+from keras_csp.weights import resolve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,10 +104,6 @@ def load_matching(detector, path, source_num_classes=None, verbose=True):
     than the detector, is another cfg's: ValueError before anything is assigned. ``verbose``
     prints the report when something was not loaded. Returns a :class:`TransferReport`.
     """
-    from keras_csp.darknet.weights import (
-        assign, keras_assignments, param_layers_from_model, read_weights, split_weights,
-    )
-
     path = os.fspath(path)
     network = detector.detector
     ours = param_layers_from_model(network, detector.darknet_blocks)
@@ -173,8 +171,6 @@ def resolve_weights(weights, model):
     if model is None:
         raise ValueError(f"weights={weights!r}: no such file (registry names and aliases need "
                          "a named detector).")
-    from keras_csp.weights import resolve
-
     return resolve(weights, model)
 
 

@@ -16,6 +16,7 @@ import time
 
 from keras_csp.backend import keras
 from keras_csp.evaluation.detection import detection_function, evaluate_detector, ground_truth_for
+from keras_csp.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -104,15 +105,8 @@ class COCOEvalCallback(keras.callbacks.Callback):
     def _write(self, epoch, result):
         os.makedirs(self.out_dir, exist_ok=True)
         payload = dict(result.to_json(), epoch=epoch)
-        _atomic_text(os.path.join(self.out_dir, "coco_eval.json"), json.dumps(payload, indent=1))
-        _atomic_text(os.path.join(self.out_dir, "per_class_ap.txt"), result.table() + "\n")
-
-
-def _atomic_text(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+        atomic_write_text(os.path.join(self.out_dir, "coco_eval.json"), json.dumps(payload, indent=1))
+        atomic_write_text(os.path.join(self.out_dir, "per_class_ap.txt"), result.table() + "\n")
 
 
 __all__ = ["COCOEvalCallback"]

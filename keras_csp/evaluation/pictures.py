@@ -22,8 +22,14 @@ import os
 
 import numpy as np
 
+from keras_csp.backend import tf
 from keras_csp.evaluation import confusion as cm
-from keras_csp.evaluation.plots import _pyplot, save_figure
+from keras_csp.evaluation.coco import GroundTruthBuilder, evaluate_coco
+from keras_csp.evaluation.detection import _network_and_heads, detection_function, ground_truth_for, predict_dataset
+from keras_csp.evaluation.plots import _pyplot, save_figure, write_results_csv
+from keras_csp.files import atomic_write_text
+from keras_csp.postprocess.geometry import Letterbox
+from keras_csp.visualize import class_colour, draw_detections, side_by_side
 
 PICTURES = ("confusion_matrix.png", "confusion_matrix_normalized.png", "P_curve.png", "R_curve.png",
             "F1_curve.png", "PR_curve.png", "labels.png", "val_images.png")
@@ -170,8 +176,6 @@ def labels_from_source(source):
 def plot_labels(boxes, classes, class_names, path, title=None):
     """Label distribution: objects per class, box centres (x, y) and box sizes (w, h), all
     normalised to the image."""
-    from keras_csp.visualize import class_colour
-
     plt = _pyplot()
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     classes = np.asarray(classes, np.int64).reshape(-1)
@@ -210,9 +214,6 @@ def collect_samples(dataset, detect, num_images=8):
     """The first ``num_images`` images of an evaluation dataset with their labels and the
     detections of ``detect`` (a :func:`~keras_csp.evaluation.detection.detection_function`),
     in pixels of the model input with the letterbox padding cropped off."""
-    from keras_csp.backend import tf
-    from keras_csp.postprocess.geometry import Letterbox
-
     samples = []
     for images, meta in dataset:
         if len(samples) >= num_images:
@@ -275,8 +276,6 @@ def plot_image_grid(samples, class_names, path, conf_threshold=cm.CONF_THRESHOLD
     its long side."""
     from PIL import Image
 
-    from keras_csp.visualize import draw_detections, side_by_side
-
     if not samples:
         raise ValueError("no validation images to draw")
     cells = []
@@ -319,8 +318,6 @@ def write_pictures(out_dir, ground_truth, detections, result, samples=(), image_
 
     Returns ``{name: path}`` and the :class:`ConfusionMatrix` as ``(paths, matrix)``.
     """
-    from keras_csp.training.checkpoints import atomic_write_text
-
     os.makedirs(out_dir, exist_ok=True)
     matrix, curves = cm.evaluate_matches(ground_truth, detections, image_ids, None, iou_threshold, conf_threshold)
     names = matrix.class_names
@@ -348,9 +345,6 @@ def validation_pictures(model, dataset, out_dir, source=None, ground_truth=None,
     ``num_images`` images for the grid. ``labels``: see :func:`write_pictures`.
     Returns ``(COCOResult, {name: path}, ConfusionMatrix)``.
     """
-    from keras_csp.evaluation.coco import GroundTruthBuilder, evaluate_coco
-    from keras_csp.evaluation.detection import _network_and_heads, detection_function, ground_truth_for, predict_dataset
-
     heads = _network_and_heads(model, None)[1]
     if category_ids is None:
         category_ids = getattr(source, "category_ids", None) or list(range(heads[0].num_classes))
@@ -379,8 +373,6 @@ def write_run_pictures(out_dir, history, model=None, val_dataset=None, val_sourc
     the training source lists them). Without matplotlib only the CSV is written (logged).
     Returns ``{name: path}``."""
     import logging
-
-    from keras_csp.evaluation.plots import write_results_csv
 
     paths = {"results.csv": write_results_csv(history, os.path.join(out_dir, "results.csv"))}
     if model is None or val_dataset is None:

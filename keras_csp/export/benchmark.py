@@ -25,6 +25,18 @@ import time
 
 import numpy as np
 
+from keras_csp.backend import keras, tf
+from keras_csp.data import detection_dataset, resolve_source
+from keras_csp.detectors import DETECTORS
+from keras_csp.detectors.detector import network_of
+from keras_csp.evaluation.coco import GroundTruthBuilder
+from keras_csp.evaluation.detection import EVAL_NMS, evaluate_detector, ground_truth_for
+from keras_csp.export import calibration as calib
+from keras_csp.export import serving, to_saved_model, to_tflite
+from keras_csp.postprocess.decoder import postprocess
+from keras_csp.training.models import build_model
+from keras_csp.training.restore import restore_detector
+
 FORMATS = ("keras", "saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8", "onnx")
 TFLITE_QUANTIZE = {"tflite_fp32": None, "tflite_fp16": "float16", "tflite_int8": "int8"}
 
@@ -140,13 +152,8 @@ def load_benchmark_model(spec, source=None, weights=None, image_size=None):
     ``info``: ``name``, ``image_size``, ``class_names``. Raises ``ValueError`` saying what was
     expected when ``spec`` is none of them or the model has no YOLO heads.
     """
-    from keras_csp.backend import keras
-    from keras_csp.detectors.detector import network_of
-
     spec = os.fspath(spec)
     if os.path.isdir(spec):
-        from keras_csp.training.restore import restore_detector
-
         detector, info = restore_detector(spec, weights or "best")
         return detector, {"name": info.get("model", os.path.basename(spec)), "image_size": info["image_size"],
                           "class_names": info["class_names"]}
@@ -155,9 +162,6 @@ def load_benchmark_model(spec, source=None, weights=None, image_size=None):
             raise ValueError(f"{spec}: expected a .keras detector file, a training run folder or a detector name")
         detector = keras.saving.load_model(spec, compile=False)
     else:
-        from keras_csp.detectors import DETECTORS
-        from keras_csp.training.models import build_model
-
         if spec not in DETECTORS:
             raise ValueError(f"{spec!r} is not a file, a run folder or a detector name "
                              f"({', '.join(sorted(DETECTORS))})")
@@ -178,9 +182,6 @@ def load_benchmark_model(spec, source=None, weights=None, image_size=None):
 def _export(fmt, model, network, heads, folder, samples):
     """Write the format's file; returns ``(path, size_bytes, gpu_findings, run)`` where
     ``run(batch) -> raw outputs in head order``."""
-    from keras_csp.backend import tf
-    from keras_csp.export import serving, to_saved_model, to_tflite
-
     names = serving.output_names(network, heads)
     if fmt == "keras":
         path = os.path.join(folder, "network.keras")
@@ -213,8 +214,6 @@ def _export(fmt, model, network, heads, folder, samples):
 
 def _onnx(network, heads, folder, names):
     import importlib.util
-
-    from keras_csp.export import to_saved_model
 
     if importlib.util.find_spec("tf2onnx") is None:
         raise RuntimeError("skipped: tf2onnx is not installed (pip install tf2onnx onnxruntime)")
@@ -258,10 +257,6 @@ def _per_image(run):
 
 
 def _evaluate(model, network, heads, dataset, source, ground_truth, run):
-    from keras_csp.backend import tf
-    from keras_csp.postprocess.decoder import postprocess
-    from keras_csp.evaluation.detection import EVAL_NMS, evaluate_detector
-
     def detect(images, image_info):
         raw = [tf.constant(r) for r in run(images.numpy())]
         return postprocess(raw, heads, EVAL_NMS, (images.shape[1], images.shape[2]), image_info)
@@ -287,12 +282,6 @@ def benchmark(model, source, formats=FORMATS, out_dir=None, image_size=None, bat
 
     Returns a :class:`BenchmarkResult`; the files stay in ``out_dir`` when it is given.
     """
-    from keras_csp.data import detection_dataset, resolve_source
-    from keras_csp.detectors.detector import network_of
-    from keras_csp.evaluation.coco import GroundTruthBuilder
-    from keras_csp.evaluation.detection import ground_truth_for
-    from keras_csp.export import calibration as calib
-
     formats = [f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -331,8 +320,6 @@ def benchmark(model, source, formats=FORMATS, out_dir=None, image_size=None, bat
     if out_dir is None:
         out_dir = temp = tempfile.mkdtemp(prefix="keras_csp_benchmark_")
     os.makedirs(out_dir, exist_ok=True)
-    from keras_csp.export import serving
-
     names = serving.output_names(network, heads)
     rows, runners = [], {}
     try:
@@ -396,8 +383,6 @@ def add_benchmark_parser(subparsers):
 
 
 def run_benchmark(args):
-    from keras_csp.data import resolve_source
-
     if args.weights in ("best", "final", "last") and not os.path.isdir(args.model):
         raise ValueError(f"--weights {args.weights} needs a run folder; {args.model} is not one")
     source = resolve_source(args.data, training=False)

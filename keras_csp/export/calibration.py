@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from keras_csp.postprocess.geometry import letterbox
+
 DEFAULT_SAMPLES = 200
 MIN_SAMPLES = 8
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -126,8 +128,6 @@ def calibration_images(source, input_size, limit=DEFAULT_SAMPLES):
     exported SavedModel signature.
     """
     from PIL import Image
-
-    from keras_csp.postprocess.geometry import letterbox
 
     files = image_files(source)
     if not files:

@@ -15,6 +15,12 @@ the model, or from ``--heads heads.json`` (a list of HeadSpec configs).
 import json
 import os
 
+from keras_csp import zoo
+from keras_csp._quiet import filtered_stderr
+from keras_csp.backend import keras
+from keras_csp.export import calibration, check_gpu_compatibility, serving, to_saved_model, to_tflite
+from keras_csp.training.restore import load_keras_detector, restore_detector, weights_only_hint
+
 
 def _input_size(text):
     if text is None:
@@ -37,12 +43,7 @@ def _is_run(path):
 def load_model(source, input_size=None, weights=None, run=None):
     """A Keras model from a saved file, a training run (``run`` or ``source`` a run folder;
     ``weights`` best / final / last) or a zoo name."""
-    from keras_csp.backend import keras
-    from keras_csp.training.restore import weights_only_hint
-
     if run is not None or (source is not None and _is_run(source)):
-        from keras_csp.training.restore import restore_detector
-
         if weights is not None and weights not in RUN_WEIGHTS and not str(weights).endswith(".keras"):
             raise ValueError(f"with a training run, --weights is one of {', '.join(RUN_WEIGHTS)}; received "
                              f"{weights!r}")
@@ -56,12 +57,8 @@ def load_model(source, input_size=None, weights=None, run=None):
         raise ValueError(f"{source}: expected a training run folder (with run.json), a .keras file or a zoo name")
     if os.path.exists(source):
         if source.endswith(".keras"):
-            from keras_csp.training.restore import load_keras_detector
-
             return load_keras_detector(source)
         return keras.models.load_model(source, compile=False)
-    from keras_csp import zoo
-
     if source not in zoo.names():
         raise ValueError(f"{source!r} is neither a model file, a training run folder nor a zoo name "
                          f"({', '.join(zoo.names())})")
@@ -110,8 +107,6 @@ def _common(parser):
 
 def add_export_parser(subparsers):
     """Add ``export`` with its ``tflite``, ``saved-model`` and ``gpu-check`` sub-commands."""
-    from keras_csp.export import calibration
-
     parser = subparsers.add_parser("export", help="export to TFLite / SavedModel, check GPU",
                                    description=__doc__)
     jobs = parser.add_subparsers(dest="export_command", required=True)
@@ -152,19 +147,13 @@ def add_export_parser(subparsers):
 
 
 def run_tflite(args):
-    from keras_csp.export import calibration, to_tflite
-
     size = _input_size(args.input_size)
     model = load_model(args.model, size, args.weights, args.run)
     quantize = None if args.quantize == "none" else args.quantize
     data = None
     if args.calibration:
-        from keras_csp.export import serving
-
         data = calibration.calibration_images(
             args.calibration, serving.resolve_input_size(model, size), args.num_calibration)
-    from keras_csp._quiet import filtered_stderr
-
     with filtered_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" while checking the file
         result = to_tflite(
             model, args.output, quantize=quantize, representative_data=data,
@@ -178,8 +167,6 @@ def run_tflite(args):
 
 
 def run_saved_model(args):
-    from keras_csp.export import to_saved_model
-
     size = _input_size(args.input_size)
     model = load_model(args.model, size, args.weights, args.run)
     path = to_saved_model(
@@ -193,8 +180,6 @@ def run_saved_model(args):
 
 
 def run_gpu_check(args):
-    from keras_csp.export import check_gpu_compatibility
-
     model = load_model(args.model) if args.model else None
     status = 0
     for path in args.files:

@@ -17,6 +17,7 @@ import numbers
 
 from keras_csp.backend import tf
 from keras_csp.detectors.detector import network_of
+from keras_csp.ops.head_spec import HeadSpec
 from keras_csp.postprocess.geometry import PAD_VALUE  # noqa: F401  (the sidecar's pad_value)
 from keras_csp.postprocess.nms import NMSConfig
 
@@ -92,8 +93,6 @@ def coerce_heads(heads):
     """A tuple of ``HeadSpec`` from HeadSpecs or their config dicts (None stays None)."""
     if heads is None:
         return None
-    from keras_csp.ops.head_spec import HeadSpec
-
     return tuple(HeadSpec.coerce(h) for h in heads)
 
 

@@ -12,6 +12,7 @@ import textwrap
 
 from keras_csp.models.application import build_application
 from keras_csp.models.stages import check_fusion
+from keras_csp.weights import get, names
 
 ARGS_DOC = """
     Args:
@@ -51,8 +52,6 @@ RATIO_DOC = {
 
 def imagenet_doc(model_name):
     """What ``weights="imagenet"`` does for ``model_name``, from the registry (docstrings)."""
-    from keras_csp.weights import get, names
-
     files = sorted(f"{e.filename} ({e.model_kwargs.get('activation', 'leaky')})"
                    for e in map(get, names(model_name)) if e.alias == "imagenet")
     if not files:

@@ -4,6 +4,8 @@ the weights registry resolves (``"imagenet"``, a registered entry; see keras_csp
 import os
 
 import keras_csp.weights as weights_registry
+from keras_csp.darknet.order import darknet_order
+from keras_csp.darknet.weights import load_conv_weights
 
 
 def is_weights_argument(weights):
@@ -36,9 +38,6 @@ def load(model, weights, model_name, activation="leaky", include_top=True):
         model.load_weights(path)
         return model
     if path.endswith(".weights") or (entry is not None and entry.format == "darknet"):
-        from keras_csp.darknet.order import darknet_order
-        from keras_csp.darknet.weights import load_conv_weights
-
         # Darknet files hold the classifier last: a model without the top reads the backbone
         # blocks and leaves the classifier's floats unread.
         load_conv_weights(model, darknet_order(model), path, allow_extra=not include_top)

@@ -10,6 +10,7 @@ import math
 import os
 
 from keras_csp.backend import keras
+from keras_csp.evaluation.plots import plot_history
 from keras_csp.training.checkpoints import atomic_write_text
 
 
@@ -117,8 +118,6 @@ class RunLog(keras.callbacks.Callback):
             writer.writerow([e] + ["" if self.epochs[e].get(k) is None else self.epochs[e][k] for k in keys])
         atomic_write_text(self.csv_path, buffer.getvalue())
         if self.curves and self.epochs:
-            from keras_csp.evaluation.plots import plot_history
-
             try:
                 plot_history(self.history(), self.curves_path, self.title)
             except ImportError as err:  # no matplotlib: the CSV / JSON logs are enough

@@ -21,27 +21,11 @@ import shutil
 import tempfile
 
 from keras_csp.backend import LEGACY_KERAS, keras, tf
+from keras_csp.files import atomic_write_text  # noqa: F401  (imported from here by the training modules)
 
 logger = logging.getLogger(__name__)
 
 POINTER = "latest.json"
-
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def atomic_save_weights(model, path):

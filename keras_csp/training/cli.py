@@ -5,7 +5,17 @@ import json
 import os
 import sys
 
-from keras_csp.training.config import FIELDS
+from keras_csp.cli import main as keras_csp_main
+from keras_csp.data import detection_dataset
+from keras_csp.data.dataset_files import is_dataset_file, open_detection_source
+from keras_csp.data.yolo_txt import find_names_file
+from keras_csp.evaluation import evaluate_detector, write_pr_curves
+from keras_csp.evaluation.pictures import validation_pictures
+from keras_csp.training.checkpoints import atomic_write_text
+from keras_csp.training.config import FIELDS, make_config
+from keras_csp.training.demo import run_demo
+from keras_csp.training.restore import predict_files, restore_detector
+from keras_csp.training.run import train
 
 HELP = {
     "data": "a dataset file giving both splits and the class names: a Darknet .data (classes=, train=, valid=, "
@@ -96,15 +106,11 @@ def _add_config_flags(parser):
 
 
 def _config_from_args(args):
-    from keras_csp.training.config import make_config
-
     overrides = {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
     return make_config(args.config, **overrides)
 
 
 def _train(args):
-    from keras_csp.training.run import train
-
     config = _config_from_args(args)
     result = train(config)
     if result.evaluation is not None:
@@ -132,9 +138,6 @@ def _model_flags(parser):
 def _evaluation_source(spec, names, detector_names):
     """The evaluation data: a dataset file's val split, or any source ``train`` takes; YOLO
     txt data without a names file beside take the detector's class names."""
-    from keras_csp.data.dataset_files import is_dataset_file, open_detection_source
-    from keras_csp.data.yolo_txt import find_names_file
-
     text = os.fspath(spec)
     yolo = text.endswith(".txt") or (os.path.isdir(text) and not os.path.isdir(os.path.join(text, "Annotations")))
     if names is None and yolo and not is_dataset_file(text) and os.path.exists(text) and find_names_file(text) is None:
@@ -143,11 +146,6 @@ def _evaluation_source(spec, names, detector_names):
 
 
 def _evaluate(args):
-    from keras_csp.data import detection_dataset
-    from keras_csp.evaluation import evaluate_detector, write_pr_curves
-    from keras_csp.training.checkpoints import atomic_write_text
-    from keras_csp.training.restore import restore_detector
-
     detector, info = restore_detector(args.run, args.weights, args.model, args.num_classes, args.image_size,
                                       args.anchors, args.names)
     source = _evaluation_source(args.data, args.names, info["class_names"])
@@ -156,8 +154,6 @@ def _evaluate(args):
                          f"{len(info['class_names'])} ({', '.join(info['class_names'][:5])}...)")
     dataset = detection_dataset(source, image_size=info["image_size"], batch_size=args.batch_size, training=False)
     if args.out and args.pictures:  # one pass for the numbers and the pictures
-        from keras_csp.evaluation.pictures import validation_pictures
-
         result, _, _ = validation_pictures(detector, dataset, args.out, source, max_batches=args.max_batches)
     else:
         result = evaluate_detector(detector, dataset, source, max_batches=args.max_batches)
@@ -174,8 +170,6 @@ def _evaluate(args):
 
 
 def _predict(args):
-    from keras_csp.training.restore import predict_files, restore_detector
-
     detector, info = restore_detector(args.run, args.weights, args.model, args.num_classes, args.image_size,
                                       args.anchors, args.names)
     records = predict_files(detector, args.images, args.out, info["class_names"], args.score_threshold,
@@ -186,8 +180,6 @@ def _predict(args):
 
 
 def _demo(args):
-    from keras_csp.training.demo import run_demo
-
     options = {k: v for k, v in vars(args).items() if k not in ("command", "handler") and v is not None}
     report = run_demo(**options)
     return 0 if report.get("learned", True) else 1
@@ -246,8 +238,6 @@ def add_training_parsers(subparsers):
 
 
 def main(argv=None):
-    from keras_csp.cli import main as keras_csp_main
-
     return keras_csp_main(argv)
 
 

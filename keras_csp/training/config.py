@@ -9,6 +9,9 @@ import dataclasses
 import os
 from typing import Optional
 
+from keras_csp.training.checkpoints import atomic_write_text
+from keras_csp.training.recipe import apply_recipe
+
 AUGMENTS = ("default", "light", "none")
 
 
@@ -74,8 +77,6 @@ class TrainConfig:
 
     def __post_init__(self):
         """Fill the options left unset (None) from the named recipe (training/recipe.py)."""
-        from keras_csp.training.recipe import apply_recipe
-
         for key, value in apply_recipe(dataclasses.asdict(self), DARKNET_DEFAULTS).items():
             object.__setattr__(self, key, value)
 
@@ -160,8 +161,6 @@ def make_config(yaml_path=None, **overrides):
 def save_yaml(config, path):
     """Write the resolved config (``keras-csp evaluate --run`` reads it back)."""
     import yaml
-
-    from keras_csp.training.checkpoints import atomic_write_text
 
     return atomic_write_text(os.fspath(path), yaml.safe_dump(config.to_dict(), sort_keys=False))
 

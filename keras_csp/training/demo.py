@@ -19,7 +19,18 @@ import time
 
 import numpy as np
 
+from keras_csp.data import detection_dataset, synthetic_source
+from keras_csp.data.augment import letterbox
+from keras_csp.detectors import InferenceModel
+from keras_csp.evaluation import EVAL_NMS, evaluate_detector, plot_history
+from keras_csp.export import to_tflite
+from keras_csp.training.checkpoints import atomic_write_text
+from keras_csp.training.config import make_config
+from keras_csp.training.models import build_model, parse_anchors
 from keras_csp.training.recipe import CSP, HEAD, HEAD_TEXT, head_options_text
+from keras_csp.training.restore import read_image
+from keras_csp.training.run import anchors_text, resolve_anchors, train_within
+from keras_csp.visualize import draw_detections, save_detections, side_by_side
 
 # The demo detector: Table 4's fastest CPU detector (CSPDenseNetb Ref. backbone, PRN head),
 # the one that reached the highest mAP per CPU second on the synthetic shapes among those
@@ -84,8 +95,6 @@ def _load():
 
 
 def _datasets(data_dir, options, seed):
-    from keras_csp.data import synthetic_source
-
     size = (options["image_size"], options["image_size"])
     train = synthetic_source(os.path.join(data_dir, "train"), num_images=options["train_images"], seed=seed + 1,
                              image_size=size, **DATA)
@@ -96,10 +105,6 @@ def _datasets(data_dir, options, seed):
 
 def _predictions_png(detector, source, path, count=6, input_size=None):
     """Held-out images with the detector's boxes (top) and the ground truth (bottom)."""
-    from keras_csp.detectors import InferenceModel
-    from keras_csp.training.restore import read_image
-    from keras_csp.visualize import draw_detections, side_by_side
-
     records = source.records[:count]
     images = [read_image(r.path) for r in records]
     out = InferenceModel(detector, input_size=input_size)(images)
@@ -127,12 +132,6 @@ def _predictions_png(detector, source, path, count=6, input_size=None):
 def _tflite(detector, source, out, image_size):
     """Export with NMS inside, run it with LiteRT on one held-out image, draw the result,
     and compare with the Keras model on the same image."""
-    from keras_csp.data.augment import letterbox
-    from keras_csp.detectors import InferenceModel
-    from keras_csp.export import to_tflite
-    from keras_csp.training.restore import read_image
-    from keras_csp.visualize import save_detections
-
     path = os.path.join(out, "demo_detector.tflite")
     start = time.perf_counter()
     exported = to_tflite(detector, path, nms="builtin", labels=source.class_names, score_threshold=0.25)
@@ -179,8 +178,6 @@ def _tflite(detector, source, out, image_size):
 
 
 def _write_report(out, report):
-    from keras_csp.training.checkpoints import atomic_write_text
-
     atomic_write_text(os.path.join(out, "report.json"), json.dumps(report, indent=1, default=str))
     s = report["final"]["stats"]
     lines = [
@@ -226,12 +223,6 @@ def run_demo(out=None, data_dir=None, quick=False, minutes=None, model=None, ima
     """
     import dataclasses
 
-    from keras_csp.data import detection_dataset
-    from keras_csp.evaluation import EVAL_NMS, evaluate_detector, plot_history
-    from keras_csp.training.config import make_config
-    from keras_csp.training.models import build_model
-    from keras_csp.training.run import anchors_text, resolve_anchors, train_within
-
     options = dict(QUICK if quick else FULL)
     for key, value in (("minutes", minutes), ("image_size", image_size), ("train_images", train_images),
                        ("val_images", val_images), ("max_epochs", epochs)):
@@ -263,8 +254,6 @@ def run_demo(out=None, data_dir=None, quick=False, minutes=None, model=None, ima
     config = dataclasses.replace(config, anchors=anchors)
 
     # The floor: the untrained detector on the held-out images.
-    from keras_csp.training.models import parse_anchors
-
     untrained = build_model(model, train_source.num_classes, size, anchors=parse_anchors(anchors),
                             head_options=options["head"])
     val_ds = detection_dataset(val_source, image_size=size, batch_size=16, training=False)

@@ -15,6 +15,7 @@ inside the compiled train step (``make_optimizer(ema=...)``).
 """
 
 from keras_csp.backend import LEGACY_KERAS, keras, register, tf
+from keras_csp.training.ema import ModelEMA
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -140,8 +141,6 @@ def make_optimizer(name="sgd", learning_rate=0.001, momentum=0.9, weight_decay=5
       ema: a ``ModelEMA`` to update after every step (None: none).
       clipnorm: optional per-variable gradient norm clip.
     """
-    from keras_csp.training.ema import ModelEMA
-
     if ema is not None and not isinstance(ema, ModelEMA):
         raise TypeError(
             f"`ema` must be a ModelEMA (keras_csp.training.ema.ModelEMA(model, decay, tau)) or None; received {ema!r}"

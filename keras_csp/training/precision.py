@@ -9,6 +9,8 @@ loss casts its inputs).
 
 import os
 
+from keras_csp.backend import tf
+
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 POLICIES = ("auto", "none", "mixed_float16", "mixed_bfloat16")
 
@@ -29,8 +31,6 @@ def auto_policy(flags=None, gpus=None):
     """"mixed_float16" with a GPU, "mixed_bfloat16" on a CPU with native bf16 matmul, else
     "none" (float32). ``flags`` / ``gpus`` override what this machine reports (tests)."""
     if gpus is None:
-        from keras_csp.backend import tf
-
         gpus = len(tf.config.list_physical_devices("GPU"))
     if gpus:
         return "mixed_float16"

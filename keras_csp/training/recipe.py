@@ -12,6 +12,9 @@ cfg/yolov4*.cfg); V5 = YOLOv5's hyp.scratch-low; D = measured here on the 2-core
 (keras_csp/training/demo.py, benchmarks/ema.py).
 """
 
+from keras_csp.detectors import DETECTORS
+from keras_csp.training.models import parse_head_options
+
 # The head (loss) options; each key is a HeadSpec field.
 HEAD = {
     # R, "Loss function" table (CSPResNeXt50-PANet-SPP 512, COCO): MSE 38.0 AP -> GIoU 39.4 ->
@@ -79,8 +82,6 @@ HEAD_TEXT = head_options_text(HEAD)
 
 def _own_box_loss(model):
     """The named detector's own ``iou_loss`` (YOLOv4's cfgs set ciou), or None."""
-    from keras_csp.detectors import DETECTORS
-
     spec = DETECTORS.get(model)
     if spec is None or not spec.head_options:
         return None
@@ -92,8 +93,6 @@ def recipe_head(model, user=None):
     """The head options a run of ``model`` trains with: the recipe's head with the user's
     ``user`` (text or dict) on top; a detector whose cfg sets its own box loss (YOLOv4,
     YOLOv4-tiny) and factories (``module:function``) keep their own plus the user's."""
-    from keras_csp.training.models import parse_head_options
-
     user = parse_head_options(user) or {}
     if ":" in str(model) or _own_box_loss(model) is not None:
         return head_options_text(user) if user else None

@@ -13,6 +13,13 @@ import warnings
 
 import numpy as np
 
+from keras_csp.backend import keras
+from keras_csp.data.yolo_txt import read_names
+from keras_csp.detectors import InferenceModel, NMSConfig  # also registers the detector classes
+from keras_csp.training.checkpoints import atomic_write_text
+from keras_csp.training.models import build_model, parse_anchors
+from keras_csp.visualize import save_detections
+
 WEIGHT_CHOICES = ("best", "final", "last")
 KERAS_FILES = ("best", "final")  # the complete detectors a run writes (``<name>.keras``)
 
@@ -45,13 +52,9 @@ def save_detector_files(model, run_dir, class_names=None, which=KERAS_FILES):
 
 def load_keras_detector(path):
     """A ``.keras`` detector file (as a run writes) loaded with ``safe_mode=True``."""
-    from keras_csp.backend import keras
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path!r} not found")
-    import keras_csp.detectors  # noqa: F401  (registers the detector classes)
-
     return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
@@ -102,8 +105,6 @@ def restore_detector(run=None, weights=None, model=None, num_classes=None, image
     Returns ``(detector, info)`` where ``info`` has ``class_names``, ``category_ids``,
     ``image_size``.
     """
-    from keras_csp.training.models import build_model, parse_anchors
-
     keras_file = next((p for p in (run, weights, model) if _is_keras_file(p)), None)
     if run and keras_file is None and os.path.isfile(os.fspath(run)):
         if os.fspath(run).endswith(".h5"):
@@ -148,8 +149,6 @@ def restore_detector(run=None, weights=None, model=None, num_classes=None, image
 
 def _read_names_arg(class_names):
     if isinstance(class_names, (str, os.PathLike)):
-        from keras_csp.data.yolo_txt import read_names
-
         return read_names(class_names)
     return None if class_names is None else [str(n) for n in class_names]
 
@@ -212,10 +211,6 @@ def read_image(path):
 def predict_files(detector, paths, out_dir, class_names, score_threshold=0.25, nms=None, image_size=None):
     """Detect objects in image files; write ``<stem>.png`` with the boxes drawn and
     ``detections.json`` into ``out_dir``. Returns the list of per-image records."""
-    from keras_csp.detectors import InferenceModel, NMSConfig
-    from keras_csp.training.checkpoints import atomic_write_text
-    from keras_csp.visualize import save_detections
-
     config = NMSConfig.coerce(nms).replace(score_threshold=score_threshold) if nms is not None else \
         NMSConfig(score_threshold=score_threshold)
     infer = InferenceModel(detector, input_size=image_size, nms=config, batch_size=4)

@@ -24,7 +24,30 @@ import os
 import time
 
 from keras_csp.backend import keras, tf
+from keras_csp.data import NO_AUGMENT, AugmentConfig, detection_dataset
+from keras_csp.data.dataset_files import open_detection_source, read_dataset_file
+from keras_csp.data.yolo_txt import read_names
+from keras_csp.detectors.detector import network_of
+from keras_csp.evaluation import COCOEvalCallback, write_pr_curves
+from keras_csp.evaluation.pictures import write_run_pictures
+from keras_csp.losses import NaNGuard
+from keras_csp.training.budget import MAX_PLANNED_EPOCHS, BudgetPlan, TimeBudget
+from keras_csp.training.callbacks import CloseMosaic, LearningRateLogger, RunLog
+from keras_csp.training.checkpoints import BackupAndResume, WeightsCheckpoint, atomic_save_weights, atomic_write_text
 from keras_csp.training.config import TrainConfig, make_config, save_yaml
+from keras_csp.training.ema import EMASwap, ModelEMA
+from keras_csp.training.models import (
+    anchors_from_dataset,
+    build_model,
+    model_levels,
+    parse_anchors,
+    scaled_default_anchors,
+)
+from keras_csp.training.optimizers import make_optimizer
+from keras_csp.training.precision import resolve_policy
+from keras_csp.training.restore import save_detector_files
+from keras_csp.training.schedules import DarknetSchedule
+from keras_csp.training.strategy import check_global_batch, is_chief, make_strategy, output_dir, shard_by_data
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +71,6 @@ class TrainResult:
 
 def augment_config(config):
     """The ``AugmentConfig`` of ``config.augment`` (``default`` / ``light`` / ``none``)."""
-    from keras_csp.data import NO_AUGMENT, AugmentConfig
-
     if config.augment == "none":
         return NO_AUGMENT
     if config.augment == "light":
@@ -61,14 +82,10 @@ def resolve_sources(config):
     """``(train source, validation source or None)`` from the config strings (or objects):
     ``data`` (a Darknet ``.data`` / Ultralytics ``data.yaml``) gives both splits (``val``
     overrides its validation split); ``names`` names the classes of YOLO txt data."""
-    from keras_csp.data.dataset_files import open_detection_source, read_dataset_file
-
     names = getattr(config, "names", None)
     if getattr(config, "data", None):
         dataset = read_dataset_file(config.data)
         if names is not None:
-            from keras_csp.data.yolo_txt import read_names
-
             dataset.names = read_names(names)
         train = dataset.source("train")
         if config.val:
@@ -107,9 +124,6 @@ def make_datasets(config, train_source, val_source, strategy=None, resume_epoch=
     another seed (a fresh iterator would otherwise replay the first epochs' draws); with
     ``shuffle=False`` and ``augment="none"`` the data order is the same in every epoch.
     """
-    from keras_csp.data import detection_dataset
-    from keras_csp.training.strategy import shard_by_data
-
     train_ds = detection_dataset(
         train_source, image_size=config.image_size, batch_size=config.batch_size,
         augment=augment_config(config), mosaic=config.mosaic if mosaic_rate is None else mosaic_rate,
@@ -134,9 +148,6 @@ def make_datasets(config, train_source, val_source, strategy=None, resume_epoch=
 def resolve_anchors(config, train_source, num_classes=None):
     """Anchors from ``config.anchors``: None (the model's own), ``auto`` (k-means on the
     training boxes at the input size), ``scaled`` (YOLOv3's scaled to the input) or pairs."""
-    from keras_csp.data import detection_dataset
-    from keras_csp.training.models import anchors_from_dataset, model_levels, parse_anchors, scaled_default_anchors
-
     if not config.anchors:
         return None
     if config.anchors in ("auto", "scaled"):
@@ -166,8 +177,6 @@ def backbone_layers(model):
 def set_bn_momentum(model, momentum):
     """Set the momentum of every batch-norm layer of ``model`` (nested models included);
     returns how many layers changed."""
-    from keras_csp.detectors.detector import network_of
-
     count = 0
     stack = list(getattr(network_of(model), "layers", []))
     while stack:
@@ -180,9 +189,6 @@ def set_bn_momentum(model, momentum):
 
 
 def _compile(model, config, total_steps, start_step=0, ema=None, adjustable=False):
-    from keras_csp.training.optimizers import make_optimizer
-    from keras_csp.training.schedules import DarknetSchedule
-
     burn_in = config.burn_in if config.burn_in is not None else min(1000, total_steps // 10)
     policy = {"steps": "steps", "poly": "poly", "cosine": "cosine", "constant": "constant"}.get(config.schedule)
     if policy is None:
@@ -199,12 +205,6 @@ def _compile(model, config, total_steps, start_step=0, ema=None, adjustable=Fals
 
 
 def _callbacks(config, model, out, chief, val_ds, val_source, backup_dir, extra, ema=None):
-    from keras_csp.evaluation import COCOEvalCallback
-    from keras_csp.losses import NaNGuard
-    from keras_csp.training.callbacks import LearningRateLogger, RunLog
-    from keras_csp.training.checkpoints import BackupAndResume, WeightsCheckpoint
-    from keras_csp.training.ema import EMASwap
-
     callbacks = [NaNGuard(), LearningRateLogger()]
     backup = BackupAndResume(backup_dir, ema=ema) if config.backup else None
     if backup:
@@ -234,14 +234,10 @@ def _callbacks(config, model, out, chief, val_ds, val_source, backup_dir, extra,
 
 
 def _setup(config):
-    from keras_csp.training.strategy import make_strategy
-
     strategy = make_strategy(config.strategy, config.cpu_devices)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    from keras_csp.training.precision import resolve_policy
-
     policy = resolve_policy(config.mixed_precision)  # "auto": bf16 on AMX CPUs, fp16 on GPUs
     if policy != "none":
         keras.mixed_precision.set_global_policy(policy)
@@ -249,8 +245,6 @@ def _setup(config):
 
 
 def _resume_epoch(out, phases):
-    from keras_csp.training.checkpoints import BackupAndResume
-
     found = [BackupAndResume(os.path.join(out, name)).latest() for name in phases]
     return max([f[0] for f in found if f] + [0])
 
@@ -281,11 +275,6 @@ def train(config=None, extra_callbacks=(), train_source=None, val_source=None, d
 
 
 def _train(config, extra_callbacks, train_source, val_source, detector):
-    from keras_csp.evaluation import write_pr_curves
-    from keras_csp.training.checkpoints import atomic_save_weights, atomic_write_text
-    from keras_csp.training.models import build_model
-    from keras_csp.training.strategy import check_global_batch, is_chief, output_dir
-
     strategy = _setup(config)
     check_global_batch(config.batch_size, strategy)
     chief = is_chief()
@@ -326,8 +315,6 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
         set_bn_momentum(model, config.bn_momentum)
     ema = None
     if config.ema:
-        from keras_csp.training.ema import ModelEMA
-
         ema = ModelEMA(model, config.ema, config.ema_tau)
     total = config.epochs * steps
     phases = [(config.freeze_backbone_epochs, True)] if config.freeze_backbone_epochs else []
@@ -364,8 +351,6 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
     if chief:
         atomic_save_weights(model, os.path.join(out, "final.weights.h5"))
         if config.save_keras:  # the complete detectors: best.keras, final.keras (training/restore.py)
-            from keras_csp.training.restore import save_detector_files
-
             save_detector_files(model, out, info["class_names"])
     evaluation = None
     if evaluator is not None and evaluator.results:
@@ -375,8 +360,6 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
     run_log = next((c for c in callbacks if type(c).__name__ == "RunLog"), None)
     full_history = run_log.history() if run_log is not None else history
     if chief:  # results.csv and the validation pictures of the final model (evaluation/pictures.py)
-        from keras_csp.evaluation.pictures import write_run_pictures
-
         write_run_pictures(out, full_history, model, val_ds, val_source, train_source, config.eval_batches)
     seconds = dict(evaluator.seconds) if evaluator is not None else {}
     for source in (train_source, val_source):  # boxes cut by max_boxes (warned once when first seen)
@@ -395,8 +378,6 @@ def _mosaic_rate(config):
 
 
 def _close_mosaic(config, rate, planners, steps):
-    from keras_csp.training.callbacks import CloseMosaic
-
     total = config.epochs
     if planners:  # a time budget: its planned epochs once it has planned
         budget = planners[0]
@@ -432,10 +413,6 @@ def train_within(config, minutes=None, max_epochs=None, extra_callbacks=(), trai
     plan in ``run.json``) continues to its recorded plan. Returns the ``TrainResult`` of the
     run, with ``run_info["time_budget"]`` the ``BudgetPlan`` as a dict.
     """
-    from keras_csp.training.budget import MAX_PLANNED_EPOCHS, BudgetPlan, TimeBudget
-    from keras_csp.training.checkpoints import atomic_write_text
-    from keras_csp.training.strategy import output_dir
-
     max_epochs = MAX_PLANNED_EPOCHS if max_epochs is None else max_epochs
     minutes = float(minutes if minutes is not None else config.time)
     if not minutes > 0:

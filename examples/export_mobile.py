@@ -56,7 +56,7 @@ def main(argv=None):
     else:
         raise SystemExit("give --run DIR (a trained run) or --synthetic")
     os.makedirs(args.out, exist_ok=True)
-    size = detector.detector.inputs[0].shape[1]
+    size = detector.network.inputs[0].shape[1]
     fp16 = to_tflite(detector, os.path.join(args.out, "detector_fp16.tflite"), quantize="float16", nms="builtin",
                      labels=names)
     print(f"{fp16.path}: {fp16.size_bytes / 2**20:.2f} MB; GPU delegate: "

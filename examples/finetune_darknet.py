@@ -80,7 +80,7 @@ def main(argv=None):
     )
     if standin is not None:  # the backbone started from the file: its first conv matches it
         first = standin.darknet_blocks[0]
-        loaded = result.model.detector.get_layer(f"{first}_conv").get_weights()[0]
+        loaded = result.model.network.get_layer(f"{first}_conv").get_weights()[0]
         print(f"backbone conv '{first}' moved by {np.abs(loaded - standin.get_layer(f'{first}_conv').get_weights()[0]).max():.4g} "
               "from the Darknet file during fine-tuning")
     return result

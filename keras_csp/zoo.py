@@ -71,19 +71,14 @@ for _variant, (_builder, _defaults) in VARIANTS.items():
 
 
 def names():
-    """All buildable names: backbones, cfg-style variant names and detectors."""
-    return sorted(BACKBONES) + sorted(VARIANTS) + registry.names("detector")
+    """All registered names: backbones, cfg-style variant names and detectors."""
+    return registry.names("backbone") + registry.names("variant") + registry.names("detector")
 
 
 def build(name, **kwargs):
-    """Build a model by builder name (``CSPDarknet53``), cfg name (``csdarknet53-omega``) or
-    detector name (``CSPDarknet53-PANet-SPP``)."""
-    if name in BACKBONES:
-        return BACKBONES[name](**kwargs)
-    if name in VARIANTS:
-        builder, defaults = VARIANTS[name]
-        return BACKBONES[builder](**{**defaults, **kwargs})
-    if registry.kind_of(name) == "detector":
+    """Build a model by builder name (``CSPDarknet53``), cfg name (``csdarknet53-omega``),
+    detector name (``CSPDarknet53-PANet-SPP``), ``BACKBONE+NECK`` or ``module:function``: the
+    grammar of :func:`keras_csp.registry.build`. A detector takes no ``include_top``."""
+    if registry.kind_of(name) == "detector" or "+" in str(name):
         kwargs.pop("include_top", None)  # detectors have no classifier top
-        return registry.build(name, **kwargs)
-    raise ValueError(f"Unknown model {name!r}; known models: {', '.join(names())}.")
+    return registry.build(name, **kwargs)

@@ -173,6 +173,21 @@ def _backbone(name, **kwargs):
     return registry.build(name, **kwargs)
 
 
+def merge_head_options(own, user):
+    """The user's head options key by key over a named detector's own (its cfg's): a dict over
+    every level, or one dict per level; ``own`` may itself be per level (YOLOv4)."""
+    if user is None or own is None:
+        return own if user is None else user
+    per_level_own = isinstance(own, (list, tuple))
+    if isinstance(user, dict):
+        return [{**o, **user} for o in own] if per_level_own else {**own, **user}
+    user = list(user)
+    own = list(own) if per_level_own else [own] * len(user)
+    if len(own) != len(user):
+        raise ValueError(f"head_options: {len(user)} per-level dicts for a detector with {len(own)} levels.")
+    return [{**o, **u} for o, u in zip(own, user)]
+
+
 def build_detector(
     spec,
     num_classes=80,
@@ -204,7 +219,7 @@ def build_detector(
         spec.backbone, include_top=False, input_shape=tuple(input_shape),
         weights=backbone_weights, **(spec.backbone_kwargs or {}),
     )
-    options = spec.head_options if head_options is None else head_options
+    options = merge_head_options(spec.head_options, head_options)
     matching = spec.matching_anchors
     if anchors is not None:
         options, matching = _drop_cfg_pool(options, spec), None
@@ -252,14 +267,15 @@ _DOC = """The {name} detector ({kind}; {source}).
         backbone_weights: weights of the backbone alone ("imagenet" or a path), loaded
             before the neck and head are added.
         anchors: (w, h) pixel anchors per level (default: the cfg's).
-        head_options: HeadSpec loss options (default: the cfg's, ignore_thresh=0.7).
+        head_options: HeadSpec loss options, merged key by key over the cfg's own (ignore_thresh=0.7;
+            YOLOv4's per-level [yolo] options).
         nms: NMSConfig or dict used by ``predict``.
         name: model name.
         class_names: a name per class (``weights="coco"`` with 80 classes sets COCO's).
         verbose: print which blocks of a Darknet ``weights`` file were not loaded.
 
     Returns a ``keras_csp.detectors.Detector``: ``fit`` trains it on ``(images, boxes)``,
-    ``predict`` returns boxes, ``detector.detector`` is the raw functional network.
+    ``predict`` returns boxes, ``detector.network`` is the raw functional network.
     """
 
 
@@ -333,9 +349,27 @@ YOLOv4Tiny.__name__ = YOLOv4Tiny.__qualname__ = "YOLOv4Tiny"
 for _key in DETECTORS:
     registry.register(_key, functools.partial(build_detector, _key), "detector")
 
+
+def backbone_with_neck(backbone, neck, num_classes=80, input_shape=None, backbone_weights=None, name=None,
+                       **kwargs):
+    """The detector a ``BACKBONE+NECK`` name builds: registered backbone ``backbone`` (built
+    without its top at ``input_shape``) with neck ``neck`` of ``necks.NECKS`` and the YOLO head;
+    ``kwargs`` go to :func:`YOLODetector` (anchors, head_options, nms, ...)."""
+    if registry.kind_of(backbone) not in ("backbone", "variant"):
+        raise ValueError(f"model {backbone}+{neck}: {backbone!r} is not a registered backbone; known: "
+                         f"{', '.join(registry.names('backbone') + registry.names('variant'))}.")
+    model = registry.build(backbone, include_top=False, input_shape=tuple(input_shape or (None, None, 3)),
+                           weights=backbone_weights)
+    return YOLODetector(model, neck, num_classes=num_classes,
+                        name=name or f"{backbone}_{neck}".replace("-", "_"), **kwargs)
+
+
+registry.register_composition(backbone_with_neck)
+
 __all__ = [
     "CSPDarknet53PANetSPP", "CSPDenseNetRefEFMSAM", "CSPDenseNetRefPRN", "CSPDenseNetbRefPRN",
     "CSPPeleeNetEFMSAM", "CSPPeleeNetRefEFMSAM", "CSPPeleeNetRefPRN", "CSPPeleeNetRefPRN3l",
     "CSPResNeXt50PANetSPP", "CSPResNet50PANetSPP", "DETECTORS", "DetectorSpec", "PeleeNetPRN",
-    "YOLOV4_ANCHORS", "YOLOv3", "YOLOv3SPP", "YOLOv4", "YOLOv4Tiny", "build_detector", "report",
+    "YOLOV4_ANCHORS", "YOLOv3", "YOLOv3SPP", "YOLOv4", "YOLOv4Tiny", "backbone_with_neck", "build_detector",
+    "merge_head_options", "report",
 ]

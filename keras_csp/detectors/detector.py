@@ -231,7 +231,8 @@ def YOLODetector(
       name: model name.
 
     Returns:
-      a :class:`Detector`; ``detector.detector`` is the functional network and
+      a :class:`Detector` (a keras.Model; this function is named like its class, as
+      ``keras.applications`` builders are); ``detector.network`` is the functional network and
       ``detector.darknet_blocks`` its conv blocks in Darknet cfg order.
     """
     backbone = _build_backbone(backbone, input_shape)
@@ -271,7 +272,7 @@ def YOLODetector(
 
 
 def network_of(model):
-    """The Keras network of a ``Detector`` or ``YOLOTask`` (its ``.detector``: image in, head
+    """The Keras network of a ``Detector`` or ``YOLOTask`` (its ``.network``: image in, head
     maps out), or ``model`` itself when it is already a plain network (or carries no built
     network with inputs). The one unwrapping: export, evaluation and training use it too."""
     inner = getattr(model, "detector", None)

@@ -95,6 +95,14 @@ class YOLOTask(keras.Model):
             self.built = True
 
     @property
+    def network(self):
+        """The functional network (images in, raw heads out) this task trains and exports.
+
+        The same object as ``.detector``, the attribute it is stored under: saved weights and
+        ``.keras`` files name their variables by that path, so it keeps its name."""
+        return self.detector
+
+    @property
     def heads(self):
         """The ``HeadSpec`` of each output, in order."""
         return tuple(HeadSpec.from_config(dict(c)) for c in self._head_configs)

@@ -1,21 +1,22 @@
 """Build the detector a run asks for, from a name, and its anchors.
 
-``model`` may be:
+``model`` follows the one name grammar of :func:`keras_csp.registry.build`:
 
 - a named detector of ``keras_csp.detectors.DETECTORS`` (``CSPDarknet53-PANet-SPP``, ...);
-- ``BACKBONE+NECK``: any backbone of ``keras_csp.zoo`` with any neck of
+- ``BACKBONE+NECK``: any registered backbone with any neck of
   ``keras_csp.detectors.necks.NECKS`` (``CSPResNeXt50+panet_spp``);
 - ``package.module:function``: your own factory, called as
-  ``function(num_classes=..., input_shape=..., anchors=..., head_options=...)`` and returning
-  a ``keras_csp`` Detector.
+  ``function(num_classes=..., input_shape=..., anchors=..., head_options=...)`` (plus
+  ``backbone_weights=`` / ``nms=`` when given) and returning a ``keras_csp`` Detector.
 """
-
-import dataclasses
-import importlib
 
 import numpy as np
 
+import keras_csp.load as load  # noqa: PLR0402  (the module, not keras_csp/__init__)
+import keras_csp.registry as registry  # noqa: PLR0402  (the module, not keras_csp/__init__)
+from keras_csp.detectors.builders import DETECTORS
 from keras_csp.detectors.heads import YOLOV3_ANCHORS
+from keras_csp.detectors.necks import NECKS, get_neck
 
 
 def parse_anchors(text):
@@ -98,16 +99,12 @@ def scaled_default_anchors(image_size, levels=3):
 
 def neck_output_count(neck):
     """Output scales of a neck (a name of ``NECKS`` or a neck object)."""
-    from keras_csp.detectors.necks import get_neck
-
     return len(getattr(get_neck(neck), "levels", ())) or 3
 
 
 def model_levels(name, num_classes=1, image_size=None):
     """How many output scales the model ``name`` has (for fitting anchors); a factory
     (``module:function``) is built once to find out."""
-    from keras_csp.detectors import DETECTORS
-
     if name in DETECTORS:
         return neck_output_count(DETECTORS[name].neck)
     if "+" in name:
@@ -119,63 +116,32 @@ def build_model(name, num_classes, image_size, anchors=None, head_options=None, 
                 weights=None, nms=None):
     """The detector ``name`` (see the module docstring) for ``num_classes`` at ``image_size``.
 
-    ``weights``: a Keras weights file, a Darknet file of the detector (or, for a named
-    detector, a registry name / alias such as ``coco``), loaded after building by
-    :func:`load_weights`. ``backbone_weights``: weights of the backbone alone.
+    ``name`` is resolved by :func:`keras_csp.registry.build` (one grammar for every tool);
+    ``head_options`` go key by key over a named detector's own. ``weights``: a Keras weights
+    file, a Darknet file of the detector (or, for a named detector, a registry name / alias such
+    as ``coco``), loaded after building by :func:`load_weights`. ``backbone_weights``: weights
+    of the backbone alone.
     """
-    from keras_csp import zoo
-    from keras_csp.detectors import DETECTORS, YOLODetector, build_detector
-
-    input_shape = (image_size, image_size, 3)
-    head_options = parse_head_options(head_options)
-    if name in DETECTORS:
-        if head_options is not None:  # on top of the named detector's own (its cfg's)
-            own = DETECTORS[name].head_options or {}
-            head_options = ([{**o, **head_options} for o in own] if isinstance(own, (list, tuple))
-                            else {**own, **head_options})  # per-level cfg options (YOLOv4)
-        spec = DETECTORS[name]
-        if anchors is not None and getattr(spec, "matching_anchors", None) is not None:
-            # The spec's matching pool belongs to its own anchors; other anchors match alone.
-            spec = dataclasses.replace(spec, matching_anchors=None)
-        detector = build_detector(spec, num_classes=num_classes, input_shape=input_shape,
-                                  backbone_weights=backbone_weights, anchors=anchors,
-                                  head_options=head_options, nms=nms)
-    elif ":" in name:
-        module_name, _, function_name = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), function_name)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"model factory {name!r} not found ({err})") from err
-        detector = factory(num_classes=num_classes, input_shape=input_shape, anchors=anchors,
-                           head_options=head_options)
-    elif "+" in name:
-        backbone_name, neck = name.split("+", 1)
-        try:
-            backbone = zoo.build(backbone_name, include_top=False, input_shape=input_shape, weights=backbone_weights)
-        except ValueError as err:
-            raise ValueError(f"model {name!r}: {err}") from err
-        detector = YOLODetector(backbone, neck, num_classes=num_classes, anchors=anchors,
-                                head_options=head_options, nms=nms,
-                                name=name.replace("+", "_").replace("-", "_"))
-    else:
-        raise ValueError(
-            f"unknown model {name!r}: use a named detector ({', '.join(sorted(DETECTORS))}), "
-            "BACKBONE+NECK (backbones: keras_csp.zoo.names(), necks: keras_csp.detectors.necks.NECKS) "
-            "or package.module:function"
-        )
+    name = str(name)
+    if registry.kind_of(name) in ("backbone", "variant"):
+        raise ValueError(f"model {name!r} is a backbone; a detector on it is BACKBONE+NECK, e.g. "
+                         f"{name}+panet_spp (necks: {', '.join(sorted(NECKS))})")
+    kwargs = dict(num_classes=num_classes, input_shape=(image_size, image_size, 3), anchors=anchors,
+                  head_options=parse_head_options(head_options))
+    # A factory (module:function) is called with these four; the rest only when given.
+    kwargs.update({k: v for k, v in (("backbone_weights", backbone_weights), ("nms", nms)) if v is not None})
+    detector = registry.build(name, **kwargs)
     if weights:
         load_weights(detector, weights, model=name if name in DETECTORS else None)
     return detector
 
 
 def load_weights(detector, path, model=None):
-    """Load weights into ``detector``: a Keras weights file, a Darknet file (the blocks that
-    fit; prediction convs for other classes re-created, reported: fine-tuning), or for a named
-    detector ``model`` a registry name or alias (``coco``, ``conv.29``; keras_csp.weights)."""
-    from keras_csp.detectors.transfer import load_pretrained
-
-    load_pretrained(detector, path, model=model)
-    return detector
+    """Load weights into ``detector`` (:func:`keras_csp.load.load_weights`): a Keras weights
+    file, a Darknet file (the blocks that fit; prediction convs for other classes re-created,
+    reported: fine-tuning), or for a named detector ``model`` a registry name or alias (``coco``,
+    ``conv.29``; keras_csp.weights)."""
+    return load.load_weights(detector, path, name=model)
 
 
 __all__ = ["anchors_from_dataset", "build_model", "kmeans_anchors", "load_weights", "model_levels",

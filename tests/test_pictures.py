@@ -178,6 +178,13 @@ def test_validation_pictures_of_a_detector_on_synthetic_images(tmp_path):
     assert matrix.matrix[:-1].sum() > 0  # confident detections counted
     grid = _decoded(paths["val_images.png"])
     assert grid.shape[0] > 600 and grid.shape[1] > 1000  # 2 x 2 pairs of 320-pixel images
+    # A run's end draws them from its final evaluation (kept detections), not a second pass.
+    evaluation = evaluate_detector(task, dataset, source)
+    assert evaluation.detections is not None and evaluation.ground_truth is not None
+    again, reused, reused_matrix = pictures.validation_pictures(task, dataset.take(1), tmp_path / "reused", source,
+                                                                num_images=4, evaluation=evaluation)
+    assert again is evaluation and sorted(reused) == sorted(paths)
+    np.testing.assert_array_equal(reused_matrix.matrix, matrix.matrix)  # the whole set's, from one batch read
 
 
 def test_results_csv_one_row_per_epoch_and_empty_cells_when_not_evaluated(tmp_path):

@@ -128,7 +128,7 @@ def test_time_budget_plans_from_measured_steps_and_stretches_the_schedule():
     model = _budget_model(schedule)
     recorded = []
     budget = TimeBudget(time.perf_counter() + 3.0, steps_per_epoch=100, eval_every=1, eval_estimate=0.5,
-                        measure_steps=5, log=None, record=recorded.append)
+                        measure_steps=5, log=None, record=recorded.append, finish_seconds=0)
     budget.set_model(model)
     budget.attach_schedule(schedule)
     budget.on_train_begin()
@@ -147,6 +147,31 @@ def test_time_budget_plans_from_measured_steps_and_stretches_the_schedule():
     assert model.stop_training and budget.stopped_at == 1 and budget.mid_epoch  # at the planned step
 
 
+def test_time_budget_keeps_the_end_of_the_run_free():
+    """The files a run writes after fit (finish_seconds) come out of the plan, not after --time."""
+    from keras_csp.training.budget import FINISH_SECONDS, TimeBudget
+    from keras_csp.training.schedules import DarknetSchedule
+
+    plans = {}
+    for finish in (0.0, 1.5):
+        schedule = DarknetSchedule(0.01, 10**6, "steps", burn_in=0, adjustable=True)
+        model = _budget_model(schedule)
+        budget = TimeBudget(time.perf_counter() + 3.0, steps_per_epoch=1000, eval_estimate=0.0, measure_steps=5,
+                            log=None, finish_seconds=finish)
+        budget.set_model(model)
+        budget.attach_schedule(schedule)
+        budget.on_train_begin()
+        budget.on_epoch_begin(0)
+        for batch in range(8):
+            time.sleep(0.01)
+            model.optimizer.iterations.assign_add(1)
+            budget.on_train_batch_end(batch)
+        plans[finish] = budget.planned_steps
+    # ~3 s of ~0.01 s steps against ~1.5 s: half the steps, within the timing's noise
+    assert 0.3 < plans[1.5] / plans[0.0] < 0.7, plans
+    assert FINISH_SECONDS > 0  # runs reserve it by default
+
+
 def test_time_budget_keeps_a_recorded_plan_and_stops_before_the_deadline():
     from keras_csp.training.budget import TimeBudget
     from keras_csp.training.schedules import DarknetSchedule
@@ -154,7 +179,7 @@ def test_time_budget_keeps_a_recorded_plan_and_stops_before_the_deadline():
     schedule = DarknetSchedule(0.01, 10**6, "steps", burn_in=0, adjustable=True)
     model = _budget_model(schedule)
     budget = TimeBudget(time.perf_counter() + 1.0, steps_per_epoch=10, eval_estimate=0.96, planned_steps=500,
-                        measure_steps=2, log=None)
+                        measure_steps=2, log=None, finish_seconds=0)
     budget.set_model(model)
     budget.attach_schedule(schedule)
     assert schedule.total_steps == 500  # a resumed run: the recorded plan, not a new one

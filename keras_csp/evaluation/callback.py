@@ -37,7 +37,9 @@ class COCOEvalCallback(keras.callbacks.Callback):
       ema: optional ``ModelEMA`` of the model: evaluate its averaged weights.
 
     ``self.results`` maps each evaluated epoch (1-based) to its ``COCOResult``, and
-    ``self.seconds`` to the time the evaluation took.
+    ``self.seconds`` to the time the evaluation took. :meth:`final` is the evaluation of the
+    weights the model ended with (the run's pictures reuse it) and :attr:`detect` its traced
+    detection function.
     """
 
     def __init__(self, dataset, source=None, every=1, nms=None, prefix="val_", out_dir=None,
@@ -59,6 +61,7 @@ class COCOEvalCallback(keras.callbacks.Callback):
         self._ground_truth = ground_truth if ground_truth is not None else ground_truth_for(source)
         self._detect = None
         self._epochs = None
+        self._latest_evaluated = False  # whether the last epoch that ended was evaluated
 
     def on_train_begin(self, logs=None):
         self._epochs = (self.params or {}).get("epochs")
@@ -84,11 +87,15 @@ class COCOEvalCallback(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         last = self._epochs is not None and epoch + 1 >= self._epochs
         last = last or bool(getattr(self.model, "stop_training", False))  # stopped early (a time budget)
+        self._latest_evaluated = False
         if (epoch + 1) % self.every and not last:
             return
         start = time.perf_counter()
         result = self.evaluate()
+        for older in self.results.values():  # only the latest keeps its detections (memory)
+            older.detections = older.image_ids = older.ground_truth = None
         self.results[epoch + 1] = result
+        self._latest_evaluated = True
         logs.update(result.logs(self.prefix))
         seconds = time.perf_counter() - start
         self.seconds[epoch + 1] = seconds
@@ -101,6 +108,19 @@ class COCOEvalCallback(keras.callbacks.Callback):
             )
         if self.out_dir:
             self._write(epoch + 1, result)
+
+    @property
+    def detect(self):
+        """The traced detection function of the evaluations (None before the first)."""
+        return self._detect
+
+    def final(self):
+        """The ``COCOResult`` of the last epoch when that epoch was evaluated (with its
+        detections), else None: the weights the model ended with were not evaluated."""
+        if not self._latest_evaluated or not self.results:
+            return None
+        result = self.results[max(self.results)]
+        return result if result.detections is not None else None
 
     def _write(self, epoch, result):
         os.makedirs(self.out_dir, exist_ok=True)

@@ -154,6 +154,9 @@ class COCOResult:
         in ``num_images`` (the AP is over the others); also a line of ``summary``.
       precision: ``COCOeval.eval["precision"]`` ``[T, R, K, A, M]`` (for PR curves), or None.
       recall_thresholds, iou_thresholds: its axes.
+      detections, image_ids, ground_truth: what was scored (set by ``evaluate_detector``, so
+        the run's pictures reuse its last evaluation instead of predicting again); not
+        serialized, and None once a newer evaluation replaced it in a callback.
     """
 
     stats: dict
@@ -165,6 +168,9 @@ class COCOResult:
     recall_thresholds: object = None
     iou_thresholds: object = None
     num_failed_images: int = 0
+    detections: list = dataclasses.field(default=None, repr=False, compare=False)
+    image_ids: list = dataclasses.field(default=None, repr=False, compare=False)
+    ground_truth: dict = dataclasses.field(default=None, repr=False, compare=False)
 
     def logs(self, prefix="val_"):
         """The stats as Keras log entries (``LOGGED_STATS``): ``{"val_AP": ..., ...}``."""

@@ -61,7 +61,9 @@ def detection_function(model, nms=None, heads=None):
     network, heads = _network_and_heads(model, heads)
     config = eval_nms(nms)
 
-    @tf.function(reduce_retracing=True)
+    # autograph=False: nothing here branches on tensors, and autograph's conversion of the
+    # post-processing was most of the first call (measured 43 s against 14 s, equal outputs).
+    @tf.function(reduce_retracing=True, autograph=False)
     def detect(images, image_info):
         raw = network(images, training=False)
         if not isinstance(raw, (list, tuple)):
@@ -168,6 +170,7 @@ def evaluate_detector(model, dataset, source=None, ground_truth=None, category_i
         LOGGER.warning(line)
         result.num_failed_images = failed
         result.summary = f"{line}\n{result.summary}"
+    result.detections, result.image_ids, result.ground_truth = detections, image_ids, ground_truth
     return result
 
 

@@ -338,26 +338,35 @@ def write_pictures(out_dir, ground_truth, detections, result, samples=(), image_
 
 
 def validation_pictures(model, dataset, out_dir, source=None, ground_truth=None, category_ids=None,
-                        class_names=None, nms=None, max_batches=None, num_images=8, labels=None, title=None):
+                        class_names=None, nms=None, max_batches=None, num_images=8, labels=None, title=None,
+                        evaluation=None, detect=None):
     """Evaluate ``model`` on ``dataset`` (COCO mAP) and write the validation pictures.
 
     One pass over the set for the numbers and the pictures, one more over its first
     ``num_images`` images for the grid. ``labels``: see :func:`write_pictures`.
+    ``evaluation``: a ``COCOResult`` of this model on this set that kept its detections (a
+    training run's final one): the pictures are drawn from it, without the pass. ``detect``: a
+    traced :func:`~keras_csp.evaluation.detection.detection_function` of the model to reuse.
     Returns ``(COCOResult, {name: path}, ConfusionMatrix)``.
     """
-    heads = _network_and_heads(model, None)[1]
-    if category_ids is None:
-        category_ids = getattr(source, "category_ids", None) or list(range(heads[0].num_classes))
-    if class_names is None:
-        class_names = getattr(source, "class_names", None)
-    if ground_truth is None:
-        ground_truth = ground_truth_for(source)
-    builder = GroundTruthBuilder(category_ids, class_names) if ground_truth is None else None
-    detect = detection_function(model, nms)
-    detections, image_ids = predict_dataset(model, dataset, nms, None, max_batches, category_ids, builder, detect)
-    if builder is not None:
-        ground_truth = builder.ground_truth()
-    result = evaluate_coco(ground_truth, detections, image_ids)
+    detect = detect or detection_function(model, nms)
+    if evaluation is not None and evaluation.detections is not None:
+        result, detections = evaluation, evaluation.detections
+        image_ids, ground_truth = evaluation.image_ids, evaluation.ground_truth
+    else:
+        heads = _network_and_heads(model, None)[1]
+        if category_ids is None:
+            category_ids = getattr(source, "category_ids", None) or list(range(heads[0].num_classes))
+        if class_names is None:
+            class_names = getattr(source, "class_names", None)
+        if ground_truth is None:
+            ground_truth = ground_truth_for(source)
+        builder = GroundTruthBuilder(category_ids, class_names) if ground_truth is None else None
+        detections, image_ids = predict_dataset(model, dataset, nms, None, max_batches, category_ids, builder,
+                                                detect)
+        if builder is not None:
+            ground_truth = builder.ground_truth()
+        result = evaluate_coco(ground_truth, detections, image_ids)
     samples = collect_samples(dataset, detect, num_images) if num_images else []
     if title is None and getattr(source, "name", None):
         title = f"labels of {source.name}"
@@ -367,10 +376,12 @@ def validation_pictures(model, dataset, out_dir, source=None, ground_truth=None,
 
 
 def write_run_pictures(out_dir, history, model=None, val_dataset=None, val_source=None, train_source=None,
-                       max_batches=None):
+                       max_batches=None, evaluation=None, detect=None):
     """End of ``keras-csp train``: ``results.csv`` from ``history`` and, with a validation
     set, the validation pictures of the final model (labels.png from the training labels when
     the training source lists them). Without matplotlib only the CSV is written (logged).
+    ``evaluation`` / ``detect``: the run's final evaluation and its detection function
+    (:func:`validation_pictures`), so the set is not predicted and scored a second time.
     Returns ``{name: path}``."""
     import logging
 
@@ -381,7 +392,7 @@ def write_run_pictures(out_dir, history, model=None, val_dataset=None, val_sourc
     title = f"labels of {getattr(train_source if labels is not None else val_source, 'name', 'the data')}"
     try:
         _, pictures, _ = validation_pictures(model, val_dataset, out_dir, val_source, max_batches=max_batches,
-                                             labels=labels, title=title)
+                                             labels=labels, title=title, evaluation=evaluation, detect=detect)
     except ImportError as err:  # matplotlib is an extra
         logging.getLogger(__name__).warning("validation pictures not drawn: %s", err)
         return paths

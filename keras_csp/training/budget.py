@@ -23,6 +23,11 @@ from keras_csp.backend import keras
 MAX_PLANNED_EPOCHS = 10000
 # Step time is planned with this margin (slow steps, the pipeline, callbacks).
 STEP_MARGIN = 1.03
+# Seconds kept after ``fit`` for what a run writes at its end (final weights, best.keras /
+# final.keras, the PR curves and the validation pictures, drawn from the final evaluation):
+# measured 8-12 s on the 2-core CPU for the benchmark's detector at 320 (it was ~60 s and
+# unreserved when the pictures predicted and scored the set again: --time 6 took 7 minutes).
+FINISH_SECONDS = 15.0
 
 
 def plan_steps(step, seconds_left, step_seconds, steps_per_epoch, eval_every, eval_seconds, epoch_end_seconds,
@@ -51,16 +56,18 @@ class TimeBudget(keras.callbacks.Callback):
     and re-plans at every epoch end while under ``replan_until`` of the plan, with the epoch-end
     work measured so far (an evaluation before the first one is measured: ``eval_estimate``
     seconds). It stops training at the planned step, or once less than the final evaluation's
-    time is left. A resumed run keeps its recorded ``planned_steps``. Runs before the COCO
+    time is left; ``finish_seconds`` before ``deadline`` are kept for the run's last files. A
+    resumed run keeps its recorded ``planned_steps``. Runs before the COCO
     evaluation callback (``before_evaluation``), which then evaluates the epoch it stopped in.
     """
 
     before_evaluation = True
 
     def __init__(self, deadline, steps_per_epoch, eval_every=1, max_steps=None, eval_estimate=10.0,
-                 planned_steps=None, measure_steps=20, replan_until=0.7, log=print, record=None):
+                 planned_steps=None, measure_steps=20, replan_until=0.7, log=print, record=None,
+                 finish_seconds=FINISH_SECONDS):
         super().__init__()
-        self.deadline = float(deadline)
+        self.deadline = float(deadline) - float(finish_seconds)  # when fit must be done: the end's files after
         self.steps_per_epoch = max(1, int(steps_per_epoch))
         self.eval_every = max(1, int(eval_every))
         self.max_steps = int(max_steps or MAX_PLANNED_EPOCHS * self.steps_per_epoch)
@@ -185,4 +192,4 @@ class BudgetPlan:
                 f"{self.train_seconds} s")
 
 
-__all__ = ["BudgetPlan", "MAX_PLANNED_EPOCHS", "TimeBudget", "plan_steps"]
+__all__ = ["BudgetPlan", "FINISH_SECONDS", "MAX_PLANNED_EPOCHS", "TimeBudget", "plan_steps"]

@@ -360,7 +360,9 @@ def _train(config, extra_callbacks, train_source, val_source, detector):
     run_log = next((c for c in callbacks if type(c).__name__ == "RunLog"), None)
     full_history = run_log.history() if run_log is not None else history
     if chief:  # results.csv and the validation pictures of the final model (evaluation/pictures.py)
-        write_run_pictures(out, full_history, model, val_ds, val_source, train_source, config.eval_batches)
+        final = evaluator.final() if evaluator is not None else None  # the final weights' evaluation
+        write_run_pictures(out, full_history, model, val_ds, val_source, train_source, config.eval_batches,
+                           evaluation=final, detect=evaluator.detect if final is not None else None)
     seconds = dict(evaluator.seconds) if evaluator is not None else {}
     for source in (train_source, val_source):  # boxes cut by max_boxes (warned once when first seen)
         if source is not None and source.report.num_cut_boxes:

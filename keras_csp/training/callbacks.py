@@ -125,4 +125,4 @@ class RunLog(keras.callbacks.Callback):
                 self.curves = False
 
 
-__all__ = ["LearningRateLogger", "RunLog", "current_learning_rate"]
+__all__ = ["CloseMosaic", "LearningRateLogger", "RunLog", "current_learning_rate"]

@@ -9,14 +9,8 @@ import functools
 import keras_csp.models as models  # noqa: PLR0402  (the package, not keras_csp/__init__: no cycle)
 import keras_csp.registry as registry  # noqa: PLR0402  (the module, not keras_csp/__init__: no cycle)
 
-BACKBONES = {
-    "CSPDarknet53": models.CSPDarknet53,
-    "Darknet53": models.Darknet53,
-    "CSPResNet50": models.CSPResNet50,
-    "ResNet50": models.ResNet50,
-    "CSPResNeXt50": models.CSPResNeXt50,
-    "ResNeXt50": models.ResNeXt50,
-}
+# Every backbone builder, as keras_csp.models registers them (one list, there).
+BACKBONES = {name: getattr(models, name) for name in registry.names("backbone")}
 # Names of the reference repo's cfg variants, mapped to (builder, arguments).
 VARIANTS = {
     "csdarknet53": ("CSPDarknet53", {}),
@@ -37,10 +31,8 @@ for _act in ("leaky", "mish", "swish", "relu"):
     VARIANTS[f"resnet50-{_act}"] = ("ResNet50", {"activation": _act})
     VARIANTS[f"resnext50-{_act}"] = ("ResNeXt50", {"activation": _act})
 
-# Small and mobile backbones: builders, cfg names of the reference repo and the
-# Table 3 / README variants (swish, SE, mish).
-for _name in models.SMALL_BACKBONES:
-    BACKBONES[_name] = getattr(models, _name)
+# The small and mobile backbones' cfg names of the reference repo and the Table 3 / README
+# variants (swish, SE, mish).
 VARIANTS.update({
     "darknet": ("DarknetRef", {}),
     "resnet10": ("ResNet10", {}),
@@ -60,7 +52,6 @@ VARIANTS.update({
     "csppeleenet-mish": ("CSPPeleeNet", {"activation": "mish"}),
 })
 # YOLOv4-tiny's backbone: layers 0-26 of yolov4-tiny.cfg.
-BACKBONES["CSPDarknet53Tiny"] = models.CSPDarknet53Tiny
 VARIANTS["csdarknet53-tiny"] = ("CSPDarknet53Tiny", {})
 for _act in ("leaky", "mish", "swish", "relu"):
     VARIANTS[f"densenet201-{_act}"] = ("DenseNet201", {"activation": _act})

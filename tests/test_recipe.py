@@ -107,7 +107,7 @@ def test_demo_uses_the_recipe():
 
     assert demo.DEMO_HEAD == demo.FULL["head"] == recipe.HEAD_TEXT
     quick = parse_head_options(demo.QUICK["head"])  # the recipe's head without IoU objectness targets
-    assert quick == {**recipe.HEAD, "obj_iou": 0.0} and recipe.HEAD["obj_iou"] == 1.0
+    assert quick == {**recipe.HEAD, "obj_iou": 0.0, "iou_normalizer": 0.07} and recipe.HEAD["obj_iou"] == 1.0
     assert (demo.FULL["learning_rate"], demo.FULL["batch_size"]) == (recipe.CSP["learning_rate"], recipe.CSP["batch_size"])
     assert demo.DEMO_EMA == {"ema": recipe.CSP["ema"], "ema_tau": recipe.CSP["ema_tau"]}
 

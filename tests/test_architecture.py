@@ -45,6 +45,21 @@ def _resolve(name, modules):
     return name or None
 
 
+def _import_targets(node, package):
+    """The dotted names an import node names (``from pkg import mod`` runs pkg/__init__ first,
+    then mod: both), relative imports resolved against ``package``; [] for other nodes."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = node.module or ""
+    if node.level:
+        parts = package.split(".")
+        parts = parts[: len(parts) - node.level + 1]
+        base = ".".join(parts + ([base] if base else []))
+    return [base] + [f"{base}.{alias.name}" for alias in node.names]
+
+
 def import_graph(package_dir):
     """Map module -> {imported module: line} for the package's imports of itself."""
     modules = find_modules(package_dir)
@@ -52,18 +67,7 @@ def import_graph(package_dir):
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            targets = []
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = package.split(".")
-                    parts = parts[: len(parts) - node.level + 1]
-                    base = ".".join(parts + ([base] if base else []))
-                # ``from pkg import mod`` runs pkg/__init__ first, then mod: an edge to each.
-                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
-            for target in targets:
+            for target in _import_targets(node, package):
                 target = _resolve(target, modules)
                 if target and target != name:
                     graph[name].setdefault(target, node.lineno)
@@ -91,17 +95,7 @@ def import_time_graph(package_dir):
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         enclosing = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)}
         for node in _module_level_nodes(ast.parse(path.read_text(), filename=str(path))):
-            targets = []
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = package.split(".")
-                    parts = parts[: len(parts) - node.level + 1]
-                    base = ".".join(parts + ([base] if base else []))
-                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
-            for target in targets:
+            for target in _import_targets(node, package):
                 target = _resolve(target, modules)
                 if not target:
                     continue

@@ -120,6 +120,16 @@ def _budget_model(schedule):
     return model
 
 
+def _steps(budget, model, count=8):
+    """Start ``budget``'s fit and run ``count`` steps of ~0.01 s through it."""
+    budget.on_train_begin()
+    budget.on_epoch_begin(0)
+    for batch in range(count):
+        time.sleep(0.01)
+        model.optimizer.iterations.assign_add(1)
+        budget.on_train_batch_end(batch)
+
+
 def test_time_budget_plans_from_measured_steps_and_stretches_the_schedule():
     from keras_csp.training.budget import TimeBudget
     from keras_csp.training.schedules import DarknetSchedule
@@ -131,12 +141,7 @@ def test_time_budget_plans_from_measured_steps_and_stretches_the_schedule():
                         measure_steps=5, log=None, record=recorded.append, finish_seconds=0)
     budget.set_model(model)
     budget.attach_schedule(schedule)
-    budget.on_train_begin()
-    budget.on_epoch_begin(0)
-    for batch in range(8):
-        time.sleep(0.01)
-        model.optimizer.iterations.assign_add(1)
-        budget.on_train_batch_end(batch)
+    _steps(budget, model)
     planned = budget.planned_steps
     # ~2.5 s left at ~0.01 s per step, 0.5 s for the final evaluation and ~1 per epoch end crossed
     assert 60 < planned < 300 and recorded == [planned] and schedule.total_steps == planned
@@ -160,12 +165,7 @@ def test_time_budget_keeps_the_end_of_the_run_free():
                             log=None, finish_seconds=finish)
         budget.set_model(model)
         budget.attach_schedule(schedule)
-        budget.on_train_begin()
-        budget.on_epoch_begin(0)
-        for batch in range(8):
-            time.sleep(0.01)
-            model.optimizer.iterations.assign_add(1)
-            budget.on_train_batch_end(batch)
+        _steps(budget, model)
         plans[finish] = budget.planned_steps
     # ~3 s of ~0.01 s steps against ~1.5 s: half the steps, within the timing's noise
     assert 0.3 < plans[1.5] / plans[0.0] < 0.7, plans

@@ -24,8 +24,7 @@ import numpy as np
 
 from keras_csp.backend import tf
 from keras_csp.evaluation import confusion as cm
-from keras_csp.evaluation.coco import GroundTruthBuilder, evaluate_coco
-from keras_csp.evaluation.detection import _network_and_heads, detection_function, ground_truth_for, predict_dataset
+from keras_csp.evaluation.detection import detection_function, evaluate_detector
 from keras_csp.evaluation.plots import _pyplot, save_figure, write_results_csv
 from keras_csp.files import atomic_write_text
 from keras_csp.postprocess.geometry import Letterbox
@@ -350,23 +349,11 @@ def validation_pictures(model, dataset, out_dir, source=None, ground_truth=None,
     Returns ``(COCOResult, {name: path}, ConfusionMatrix)``.
     """
     detect = detect or detection_function(model, nms)
-    if evaluation is not None and evaluation.detections is not None:
-        result, detections = evaluation, evaluation.detections
-        image_ids, ground_truth = evaluation.image_ids, evaluation.ground_truth
-    else:
-        heads = _network_and_heads(model, None)[1]
-        if category_ids is None:
-            category_ids = getattr(source, "category_ids", None) or list(range(heads[0].num_classes))
-        if class_names is None:
-            class_names = getattr(source, "class_names", None)
-        if ground_truth is None:
-            ground_truth = ground_truth_for(source)
-        builder = GroundTruthBuilder(category_ids, class_names) if ground_truth is None else None
-        detections, image_ids = predict_dataset(model, dataset, nms, None, max_batches, category_ids, builder,
-                                                detect)
-        if builder is not None:
-            ground_truth = builder.ground_truth()
-        result = evaluate_coco(ground_truth, detections, image_ids)
+    if evaluation is None or evaluation.detections is None:
+        evaluation = evaluate_detector(model, dataset, source, ground_truth, category_ids, class_names, nms,
+                                       max_batches=max_batches, detect=detect)
+    result, detections = evaluation, evaluation.detections
+    image_ids, ground_truth = evaluation.image_ids, evaluation.ground_truth
     samples = collect_samples(dataset, detect, num_images) if num_images else []
     if title is None and getattr(source, "name", None):
         title = f"labels of {source.name}"

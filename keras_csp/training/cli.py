@@ -224,7 +224,7 @@ def add_training_parsers(subparsers):
     )
     p.add_argument("--out", help="output folder (default: a new temporary folder)")
     p.add_argument("--data-dir", help="where to write the synthetic dataset (default: inside --out)")
-    p.add_argument("--quick", action="store_true", help="about two minutes instead of about fifteen")
+    p.add_argument("--quick", action="store_true", help="three minutes of training (about four in all) instead of fourteen")
     p.add_argument("--minutes", type=float, help="training time budget in minutes")
     p.add_argument("--model", help="detector (default: the demo's small CSP detector)")
     p.add_argument("--image-size", type=int, help="input side")

@@ -11,7 +11,8 @@ Each variant runs in its own process (a fresh TensorFlow), without the TFLite ex
 
 A variant is ``NAME`` or ``NAME:key=value;key=value``; keys: ``head`` (``recipe``: the package
 recipe's head, or head options ``k=v,...`` merged over the quick head), ``ema``, ``ema_tau``,
-``learning_rate``, ``precision`` (a ``--mixed-precision`` value), ``seed``.
+``learning_rate``, ``precision`` (a ``--mixed-precision`` value), ``seed``, ``image_size``, ``epochs``
+(this variant's own count: e.g. a smaller input fits more steps in the slow CPU's minutes).
 Prints held-out mAP@0.5 / mAP@0.5:0.95, steps and seconds per step beside the CPU and its flags.
 """
 
@@ -49,8 +50,8 @@ def worker(out, epochs, options):
         demo.QUICK["learning_rate"] = float(options["learning_rate"])
     demo.DEMO_EMA = {"ema": float(options.get("ema", demo.DEMO_EMA["ema"])),
                      "ema_tau": float(options.get("ema_tau", demo.DEMO_EMA["ema_tau"]))}
-    report = demo.run_demo(out=out, quick=True, epochs=epochs, minutes=30.0, export=False,
-                           seed=int(options.get("seed", 0)), verbose=0)
+    report = demo.run_demo(out=out, quick=True, epochs=int(options.get("epochs", epochs)), minutes=30.0, export=False,
+                           seed=int(options.get("seed", 0)), verbose=0, image_size=int(options.get("image_size", 0)) or None)
     plan = report["history"]
     result = {"AP50": report["final"]["stats"]["AP50"], "AP": report["final"]["stats"]["AP"],
               "epochs": report["epochs"], "steps": report["epochs"] * report["steps_per_epoch"],

@@ -26,7 +26,7 @@ def test_named_detector_gets_the_recipe():
     assert (config.recipe, config.optimizer, config.learning_rate, config.batch_size) == ("csp", "adam", 6e-3, 32)
     assert (config.bn_momentum, config.anchors, config.augment, config.ema) == (0.9, "auto", "default", 0.998)
     for head in _heads(config):
-        assert (head.iou_loss, head.iou_normalizer, head.iou_thresh, head.scale_x_y) == ("ciou", 1.0, 0.213, 1.05)
+        assert (head.iou_loss, head.iou_normalizer, head.iou_thresh, head.scale_x_y) == ("ciou", 2.0, 0.213, 1.05)
         assert head.ignore_thresh == 0.7  # the detector's own (its cfg's) options stay under the recipe
 
 
@@ -49,7 +49,7 @@ def test_flags_win_and_head_options_merge_over_the_recipe():
     assert (config.optimizer, config.learning_rate, config.batch_size, config.bn_momentum) == ("sgd", 0.02, 8, 0.97)
     assert config.anchors == "scaled"
     head = _heads(config)[0]
-    assert (head.iou_loss, head.iou_thresh, head.iou_normalizer, head.scale_x_y) == ("giou", 1.0, 1.0, 1.05)
+    assert (head.iou_loss, head.iou_thresh, head.iou_normalizer, head.scale_x_y) == ("giou", 1.0, 2.0, 1.05)
 
 
 def test_cli_flags_reach_the_config():

@@ -31,14 +31,36 @@ def _atomic_save_model(model, path):
     return path
 
 
+def float32_config(config):
+    """``config`` (a Keras model config) with every mixed dtype policy (``mixed_bfloat16``,
+    ``mixed_float16``: what ``--mixed-precision auto`` trains with on bf16 CPUs and GPUs) replaced
+    by float32, so a model rebuilt from it computes as the deployable detector should: TFLite
+    has no bf16 kernels, and a served model must not round its outputs to bf16."""
+    if isinstance(config, dict):
+        out = {}
+        for key, value in config.items():
+            name = value.get("config", {}).get("name") if key == "dtype" and isinstance(value, dict) else None
+            out[key] = "float32" if isinstance(name, str) and name.startswith("mixed_") else float32_config(value)
+        return out
+    if isinstance(config, (list, tuple)):
+        return type(config)(float32_config(v) for v in config)
+    return config
+
+
 def save_detector_files(model, run_dir, class_names=None, which=KERAS_FILES):
     """Write ``<run_dir>/<name>.keras`` for each ``<name>.weights.h5`` present (``best``,
-    ``final``): a fresh, uncompiled copy of ``model`` holding those weights and the class
-    names, so that the file alone is the deployable detector. Returns the paths written."""
-    config = model.get_config()
-    fresh = type(model).from_config(config)
-    if not fresh.built:
-        fresh.build(model.detector.inputs[0].shape)
+    ``final``): a fresh, uncompiled float32 copy of ``model`` (trained in any precision) holding
+    those weights and the class names, so that the file alone is the deployable detector.
+    Returns the paths written."""
+    config = float32_config(model.get_config())
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")  # also for layers a layer makes itself
+    try:
+        fresh = type(model).from_config(config)
+        if not fresh.built:
+            fresh.build(model.detector.inputs[0].shape)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     if class_names is not None and hasattr(fresh, "set_class_names"):
         fresh.set_class_names(class_names)
     written = []
@@ -243,5 +265,5 @@ def load_detector(*args, **kwargs):
     return restore_detector(*args, **kwargs)
 
 
-__all__ = ["expand_images", "load_detector", "load_keras_detector", "predict_files", "read_image", "read_run",
+__all__ = ["expand_images", "float32_config", "load_detector", "load_keras_detector", "predict_files", "read_image", "read_run",
            "restore_detector", "run_weights", "save_detector_files", "weights_only_hint"]

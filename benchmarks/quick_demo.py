@@ -52,11 +52,10 @@ def worker(out, epochs, options):
                      "ema_tau": float(options.get("ema_tau", demo.DEMO_EMA["ema_tau"]))}
     report = demo.run_demo(out=out, quick=True, epochs=int(options.get("epochs", epochs)), minutes=30.0, export=False,
                            seed=int(options.get("seed", 0)), verbose=0, image_size=int(options.get("image_size", 0)) or None)
-    plan = report["history"]
     result = {"AP50": report["final"]["stats"]["AP50"], "AP": report["final"]["stats"]["AP"],
               "epochs": report["epochs"], "steps": report["epochs"] * report["steps_per_epoch"],
               "seconds_per_step": report["seconds_per_step"], "head": report["head_options"],
-              "ema": demo.DEMO_EMA, "loss": plan["loss"][-1]}
+              "ema": demo.DEMO_EMA, "loss": report["history"]["loss"][-1]}
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(result, f, indent=1)
 

@@ -9,9 +9,10 @@ the weight average stay in float32 in every policy (Keras keeps variables in flo
 loss casts its inputs).
 """
 
+import contextlib
 import os
 
-from keras_csp.backend import tf
+from keras_csp.backend import keras, tf
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 POLICIES = ("auto", "none", "mixed_float16", "mixed_bfloat16")
@@ -38,6 +39,19 @@ def auto_policy(flags=None, gpus=None):
         return "mixed_float16"
     flags = cpu_flags() if flags is None else frozenset(flags)
     return "mixed_bfloat16" if flags & set(BF16_FLAGS) else "none"
+
+
+@contextlib.contextmanager
+def global_policy(name=None):
+    """Keras' dtype policy is process-wide: restore it on exit, and set it to ``name`` inside
+    when given (``"float32"`` to build a deployable copy of a model trained in mixed precision)."""
+    previous = keras.mixed_precision.global_policy()
+    if name is not None:
+        keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def resolve_policy(name):

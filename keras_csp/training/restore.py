@@ -18,6 +18,7 @@ from keras_csp.data.yolo_txt import read_names
 from keras_csp.detectors import InferenceModel, NMSConfig  # also registers the detector classes
 from keras_csp.training.checkpoints import atomic_write_text
 from keras_csp.training.models import build_model, parse_anchors
+from keras_csp.training.precision import global_policy
 from keras_csp.visualize import save_detections
 
 WEIGHT_CHOICES = ("best", "final", "last")
@@ -53,14 +54,10 @@ def save_detector_files(model, run_dir, class_names=None, which=KERAS_FILES):
     those weights and the class names, so that the file alone is the deployable detector.
     Returns the paths written."""
     config = float32_config(model.get_config())
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")  # also for layers a layer makes itself
-    try:
+    with global_policy("float32"):  # also for layers a layer makes itself
         fresh = type(model).from_config(config)
         if not fresh.built:
             fresh.build(model.detector.inputs[0].shape)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     if class_names is not None and hasattr(fresh, "set_class_names"):
         fresh.set_class_names(class_names)
     written = []

@@ -44,7 +44,7 @@ from keras_csp.training.models import (
     scaled_default_anchors,
 )
 from keras_csp.training.optimizers import make_optimizer
-from keras_csp.training.precision import resolve_policy
+from keras_csp.training.precision import global_policy, resolve_policy
 from keras_csp.training.restore import save_detector_files
 from keras_csp.training.schedules import DarknetSchedule
 from keras_csp.training.strategy import check_global_batch, is_chief, make_strategy, output_dir, shard_by_data
@@ -264,14 +264,11 @@ def train(config=None, extra_callbacks=(), train_source=None, val_source=None, d
     elif options:
         config = dataclasses.replace(config, **options)
     config = TrainConfig(**config.to_dict()).validate() if isinstance(config, TrainConfig) else make_config(**config)
-    previous_policy = keras.mixed_precision.global_policy()
-    try:
+    with global_policy():  # the policy is global: do not leak mixed precision into the caller's models
         if config.time:  # epochs planned from the measured speed (training/budget.py)
             return train_within(config, extra_callbacks=extra_callbacks, train_source=train_source,
                                 val_source=val_source, detector=detector)
         return _train(config, extra_callbacks, train_source, val_source, detector)
-    finally:  # the policy is global: do not leak mixed precision into the caller's models
-        keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _train(config, extra_callbacks, train_source, val_source, detector):

@@ -237,7 +237,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     tools = set(args.tools.split(","))
     has_ultralytics = "ultralytics" in tools and _python_with("ultralytics", args.bench_python)
-    if not has_ultralytics:
+    if "ultralytics" in tools and not has_ultralytics:
         print(f"ultralytics is not importable by {args.bench_python}: keras_csp rows only")
     results = []
     for name in [s for s in args.sets.split(",") if s]:

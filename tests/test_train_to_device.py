@@ -195,6 +195,49 @@ def test_time_budget_keeps_a_recorded_plan_and_stops_before_the_deadline():
     assert model.stop_training and budget.stopped_at == 1 and budget.mid_epoch and budget.planned_steps == 500
 
 
+def test_eval_interval_keeps_evaluations_under_their_share():
+    from keras_csp.training.budget import EVAL_SHARE, eval_interval
+
+    assert EVAL_SHARE == 0.1
+    # the 15-minute coins run: 12 steps of 0.69 s per epoch, ~5 s per evaluation -> every 7th epoch
+    assert eval_interval(5.0, 12 * 0.69) == 7
+    assert 5.0 / (7 * 12 * 0.69) <= EVAL_SHARE < 5.0 / (6 * 12 * 0.69)
+    assert eval_interval(0.5, 10.0) == 1 and eval_interval(1.0, 10.0) == 1 and eval_interval(1.01, 10.0) == 2
+    assert eval_interval(3.0, 0.0) == 1
+
+
+def test_time_budget_with_eval_every_unset_sets_the_evaluators_interval():
+    """auto: no evaluation before the first plan; then as often as keeps them under 10 % of the time,
+    re-set with the evaluation time measured at an epoch end that evaluated."""
+    import types
+
+    from keras_csp.training.budget import MAX_PLANNED_EPOCHS, TimeBudget, eval_interval
+    from keras_csp.training.schedules import DarknetSchedule
+
+    schedule = DarknetSchedule(0.01, 10**6, "steps", burn_in=0, adjustable=True)
+    model = _budget_model(schedule)
+    evaluator = types.SimpleNamespace(every=1, latest_evaluated=False)  # COCOEvalCallback's two attributes
+    budget = TimeBudget(time.perf_counter() + 30.0, steps_per_epoch=10, eval_every=None, eval_estimate=0.5,
+                        measure_steps=5, log=None, finish_seconds=0)
+    budget.set_model(model)
+    budget.attach_schedule(schedule)
+    budget.attach_evaluator(evaluator)
+    assert evaluator.every == MAX_PLANNED_EPOCHS  # before a plan: none
+    _steps(budget, model, count=10)
+    # planned: 0.5 s per evaluation against ~0.1 s per epoch of 10 steps of ~0.01 s
+    first = evaluator.every
+    assert first == budget.eval_every == eval_interval(0.5, 10 * budget.seconds_per_step() * 1.03) and first >= 20
+    budget.on_epoch_end(0)
+    evaluator.latest_evaluated = True  # the epoch end evaluated: 0.02 s measured
+    time.sleep(0.02)
+    budget.on_epoch_begin(1)
+    assert 0.02 <= budget.eval_seconds < 0.5
+    assert evaluator.every == eval_interval(budget.eval_seconds, 10 * budget.seconds_per_step() * 1.03) < first
+    fixed = TimeBudget(time.perf_counter() + 30.0, steps_per_epoch=10, eval_every=3, log=None)
+    fixed.attach_evaluator(evaluator)
+    assert fixed.eval_every == 3 and fixed.auto_eval is False  # a given interval stays
+
+
 def test_an_adjustable_schedule_serializes_fixed_and_a_fixed_one_refuses_to_move():
     from keras_csp.training.schedules import DarknetSchedule
 

@@ -110,6 +110,11 @@ class COCOEvalCallback(keras.callbacks.Callback):
             self._write(epoch + 1, result)
 
     @property
+    def latest_evaluated(self):
+        """Whether the last epoch that ended was evaluated."""
+        return self._latest_evaluated
+
+    @property
     def detect(self):
         """The traced detection function of the evaluations (None before the first)."""
         return self._detect

@@ -75,7 +75,8 @@ HELP = {
     "steps_per_execution": "batches per compiled call (faster on TPUs)",
     "strategy": "default | mirrored | multi_worker (TF_CONFIG) | tpu",
     "cpu_devices": "split the CPU into N logical devices (to try --strategy mirrored without GPUs)",
-    "eval_every": "evaluate every N epochs (the last epoch always)",
+    "eval_every": "evaluate every N epochs (the last epoch always; default 1, with --time as often as keeps "
+                  "the evaluations under 10%% of the budget)",
     "eval_batches": "evaluate only N batches (quick checks)",
     "out": "output folder (weights, history, curves, eval, backup) (default runs/train)",
     "backup": "keep a resumable backup each epoch (restart the same command to resume)",

@@ -63,7 +63,7 @@ class TrainConfig:
     strategy: str = "default"
     cpu_devices: int = 0
     # evaluation and outputs
-    eval_every: int = 1
+    eval_every: Optional[int] = None  # 1; with a time budget: evaluations under 10 % of it (budget.EVAL_SHARE)
     eval_batches: Optional[int] = None
     out: str = "runs/train"
     backup: bool = True
@@ -82,8 +82,8 @@ class TrainConfig:
 
     def validate(self):
         """Check values; errors name the field and what was received."""
-        positive = ("image_size", "batch_size", "epochs", "eval_every", "steps_per_execution")
-        positive += ("max_boxes",) if self.max_boxes is not None else ()
+        positive = ("image_size", "batch_size", "epochs", "steps_per_execution")
+        positive += tuple(name for name in ("max_boxes", "eval_every") if getattr(self, name) is not None)
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

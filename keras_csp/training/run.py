@@ -215,10 +215,13 @@ def _callbacks(config, model, out, chief, val_ds, val_source, backup_dir, extra,
     callbacks.extend(early)
     evaluator = None
     if val_ds is not None and chief:
-        evaluator = COCOEvalCallback(val_ds, val_source, every=config.eval_every,
+        evaluator = COCOEvalCallback(val_ds, val_source, every=config.eval_every or 1,
                                      out_dir=os.path.join(out, "eval"), max_batches=config.eval_batches,
                                      verbose=config.verbose)
         callbacks.append(evaluator)
+        for callback in early:  # the time budget sets the evaluation interval when eval_every is unset
+            if hasattr(callback, "attach_evaluator"):
+                callback.attach_evaluator(evaluator)
     monitor, mode = ("val_AP", "max") if evaluator else ("loss", "min")
     callbacks.append(WeightsCheckpoint(out, monitor=monitor, mode=mode))
     callbacks.append(RunLog(out, title=f"{config.model} on {val_source.name if val_source else 'train'}"))
@@ -446,7 +449,7 @@ def train_within(config, minutes=None, max_epochs=None, extra_callbacks=(), trai
                    val_source=val_source, detector=detector)
     plan = BudgetPlan(minutes, steps, seconds_per_step=round(budget.seconds_per_step() or 0.0, 4),
                       eval_seconds=round(budget.eval_seconds, 2) if budget.eval_seconds is not None else None,
-                      planned_steps=budget.planned_steps, replans=max(0, len(budget.plans) - 1),
+                      eval_every=budget.eval_every, planned_steps=budget.planned_steps, replans=max(0, len(budget.plans) - 1),
                       steps_run=budget.step, epochs_run=len(result.history.get("loss", [])),
                       stopped_at=budget.stopped_at, mid_epoch=budget.mid_epoch,
                       train_seconds=round(time.perf_counter() - start, 1))

@@ -6,7 +6,7 @@ a slow one and hides what the slow one gets. Here every variant trains the same 
 can be set to what the slow machine fits (the 2-core Xeon @ 2.80GHz: ~500 steps, 8 epochs).
 Each variant runs in its own process (a fresh TensorFlow), without the TFLite export.
 
-    python benchmarks/quick_demo.py --epochs 8 --variants default "ema0:ema=0" "fp32:precision=none"
+    python benchmarks/quick_demo.py --epochs 8 --variants default "ema0:ema=0" "bf16:precision=mixed_bfloat16"
     python benchmarks/quick_demo.py --variants "lr1e-2:learning_rate=0.01" "recipe:head=recipe"
 
 A variant is ``NAME`` or ``NAME:key=value;key=value``; keys: ``head`` (``recipe``: the package
@@ -36,8 +36,6 @@ def parse_variant(text):
 
 def worker(out, epochs, options):
     """(In a subprocess.) One quick demo with ``options`` applied; writes ``out/result.json``."""
-    if "precision" in options:
-        os.environ["KERAS_CSP_MIXED_PRECISION"] = options["precision"]
     from keras_csp.training import demo
     from keras_csp.training.models import parse_head_options
     from keras_csp.training.recipe import HEAD, head_options_text
@@ -48,6 +46,8 @@ def worker(out, epochs, options):
         demo.QUICK["head"] = head_options_text(head)
     if "learning_rate" in options:
         demo.QUICK["learning_rate"] = float(options["learning_rate"])
+    if "precision" in options:
+        demo.QUICK["precision"] = options["precision"]
     demo.DEMO_EMA = {"ema": float(options.get("ema", demo.DEMO_EMA["ema"])),
                      "ema_tau": float(options.get("ema_tau", demo.DEMO_EMA["ema_tau"]))}
     report = demo.run_demo(out=out, quick=True, epochs=int(options.get("epochs", epochs)), minutes=30.0, export=False,

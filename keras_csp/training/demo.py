@@ -39,7 +39,7 @@ DEMO_MODEL = "CSPDenseNetb-Ref-PRN"
 
 FULL = dict(image_size=128, train_images=16000, val_images=200, minutes=14.0, max_epochs=300, eval_every=1,
             batch_size=CSP["batch_size"], learning_rate=CSP["learning_rate"], augment="none", schedule="steps", target_ap50=0.8,
-            head=HEAD_TEXT)
+            head=HEAD_TEXT, precision="none")
 # Quick: the full demo's recipe (batch 32, Adam 6e-3, the budget's warm-up) on 2000 images at
 # 96x96 for 3 minutes. At an equal number of steps 128 learns a little more per step, but 96
 # fits 1.6x the steps in the budget: 682 steps (11 epochs) at 96 reached held-out AP50 0.277
@@ -55,7 +55,13 @@ FULL = dict(image_size=128, train_images=16000, val_images=200, minutes=14.0, ma
 # before; in runs this short the heavier box term does not pay yet (the full demo: 0.875 with it).
 QUICK = dict(image_size=96, train_images=2000, val_images=100, minutes=3.0, max_epochs=40, eval_every=100,
              batch_size=CSP["batch_size"], learning_rate=CSP["learning_rate"], augment="none", schedule="steps",
-             target_ap50=0.15, head=head_options_text({**HEAD, "obj_iou": 0.0, "iou_normalizer": 0.07}))
+             target_ap50=0.15, head=head_options_text({**HEAD, "obj_iou": 0.0, "iou_normalizer": 0.07}),
+             precision="none")
+# Both train in float32 on every CPU (`mixed_precision="none"`, not the recipe's auto): at the demo's
+# 96-128 pixels bf16 saves no time (AMD EPYC with AVX512_BF16: 0.127 against 0.125 s per step at 128,
+# `python benchmarks/train_throughput.py --models demo,recipe`) and the quick demo learned less in it,
+# at the slow Xeon's 496 steps held-out AP50 0.266 in bf16 against 0.302 / 0.303 / 0.323 in float32
+# (seeds 0 / 1 / 2; `python benchmarks/quick_demo.py --epochs 8`); float32 also gives every CPU the same run.
 # Synthetic-set options of the demo: the plain variant (one background texture, no distractor
 # lines or arcs, solid shapes), up to three shapes per image, at least 32 pixels across. The
 # cluttered default set is harder: mosaic-augmented training on it reached mAP@0.5 0.40 after
@@ -256,6 +262,7 @@ def run_demo(out=None, data_dir=None, quick=False, minutes=None, model=None, ima
         optimizer=CSP["optimizer"], learning_rate=options["learning_rate"], weight_decay=5e-4,
         bn_momentum=CSP["bn_momentum"],
         schedule=options["schedule"], burn_in=options.get("burn_in"), epochs=1, eval_every=options["eval_every"],
+        mixed_precision=options["precision"],
         out=os.path.join(out, "run"), tensorboard=False, seed=seed, cache=True, verbose=verbose, **DEMO_EMA,
     )
     anchors = anchors_text(resolve_anchors(config, train_source))
@@ -300,7 +307,7 @@ def run_demo(out=None, data_dir=None, quick=False, minutes=None, model=None, ima
         "quick": quick, "cpu_count": os.cpu_count(), "load_before": load_before, "load_after": _load(),
         "machine": platform.platform(), "train_images": len(train_source), "val_images": len(val_source),
         "class_names": val_source.class_names, "anchors": anchors, "head_options": options["head"],
-        "target_ap50": target_ap50, "untrained": {"stats": floor.stats},
+        "mixed_precision": config.mixed_precision, "target_ap50": target_ap50, "untrained": {"stats": floor.stats},
         "final": {"stats": final.stats, "per_class": final.per_class, "table": final.table()},
         "history": history, "tflite": tflite, "out": out, "run_dir": result.out_dir,
         "pngs": {"curves": curves, "predictions": predictions,

@@ -41,9 +41,13 @@ def test_quick_demo_learns(tmp_path):
     assert done.returncode == 0, output[-4000:]  # the exit code says the detector learned
     assert report["learned"]
     floor, final = report["untrained"]["stats"], report["final"]["stats"]
-    # The quick recipe (96x96, batch 32, Adam 6e-3, 3 minutes) measured 0.277 (README); the floor
-    # is close enough to show a regression and leaves room for a slower machine.
-    assert final["AP50"] >= max(0.15, 3 * floor["AP50"]), (floor, final)
+    # The quick recipe (96x96, batch 32, Adam 6e-3, 3 minutes of float32 training) measured 0.30-0.32
+    # at the slow Xeon's ~500 steps (three seeds) and 0.357 after the 1488 steps of a 2-core AMD EPYC
+    # (README); the Xeon's own runs went down to 0.165 when busy. The floor follows the steps the
+    # budget gave, so a regression shows on a fast machine and a slow one still passes.
+    steps = report["epochs"] * report["steps_per_epoch"]
+    expected = 0.25 if steps >= 800 else 0.15
+    assert final["AP50"] >= max(expected, 3 * floor["AP50"]), (steps, floor, final)
     assert final["AP"] > floor["AP"]
     assert report["mixed_precision"] == "none"  # float32 on every CPU (demo.py: bf16 learned less here)
     assert "held-out mAP@0.5 = " in output

@@ -233,9 +233,20 @@ def test_time_budget_with_eval_every_unset_sets_the_evaluators_interval():
     budget.on_epoch_begin(1)
     assert 0.02 <= budget.eval_seconds < 0.5
     assert evaluator.every == eval_interval(budget.eval_seconds, 10 * budget.seconds_per_step() * 1.03) < first
-    fixed = TimeBudget(time.perf_counter() + 30.0, steps_per_epoch=10, eval_every=3, log=None)
-    fixed.attach_evaluator(evaluator)
-    assert fixed.eval_every == 3 and fixed.auto_eval is False  # a given interval stays
+    given = TimeBudget(time.perf_counter() + 30.0, steps_per_epoch=10, eval_every=3, log=None)
+    given.attach_evaluator(evaluator)
+    assert given.eval_every == 3 and given.auto_eval is False  # a given interval stays
+    # a resumed run keeps its recorded plan and still sets the interval once its steps are timed
+    resumed = TimeBudget(time.perf_counter() + 30.0, steps_per_epoch=10, eval_every=None, eval_estimate=0.5,
+                         planned_steps=2000, measure_steps=5, log=None, finish_seconds=0)
+    evaluator = types.SimpleNamespace(every=1, latest_evaluated=False)
+    resumed.set_model(model)
+    resumed.attach_evaluator(evaluator)
+    assert evaluator.every == MAX_PLANNED_EPOCHS
+    _steps(resumed, model, count=10)
+    resumed.on_epoch_end(0)
+    resumed.on_epoch_begin(1)
+    assert resumed.planned_steps == 2000 and 1 < evaluator.every < MAX_PLANNED_EPOCHS
 
 
 def test_an_adjustable_schedule_serializes_fixed_and_a_fixed_one_refuses_to_move():

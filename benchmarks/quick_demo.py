@@ -11,7 +11,8 @@ Each variant runs in its own process (a fresh TensorFlow), without the TFLite ex
 
 A variant is ``NAME`` or ``NAME:key=value;key=value``; keys: ``head`` (``recipe``: the package
 recipe's head, or head options ``k=v,...`` merged over the quick head), ``ema``, ``ema_tau``,
-``learning_rate``, ``precision`` (a ``--mixed-precision`` value), ``seed``, ``image_size``, ``epochs``
+``learning_rate``, ``precision`` (a ``--mixed-precision`` value), ``seed``, ``image_size``, ``batch_size``,
+``train_images``, ``schedule``, ``burn_in`` (warm-up steps), ``min_object`` (pixels), ``epochs``
 (this variant's own count: e.g. a smaller input fits more steps in the slow CPU's minutes).
 Prints held-out mAP@0.5 / mAP@0.5:0.95, steps and seconds per step beside the CPU and its flags.
 """
@@ -48,6 +49,11 @@ def worker(out, epochs, options):
         demo.QUICK["learning_rate"] = float(options["learning_rate"])
     if "precision" in options:
         demo.QUICK["precision"] = options["precision"]
+    if "min_object" in options:
+        demo.DATA = {**demo.DATA, "min_object": int(options["min_object"])}
+    for key, kind in (("batch_size", int), ("train_images", int), ("schedule", str), ("burn_in", int)):
+        if key in options:
+            demo.QUICK[key] = kind(options[key])
     demo.DEMO_EMA = {"ema": float(options.get("ema", demo.DEMO_EMA["ema"])),
                      "ema_tau": float(options.get("ema_tau", demo.DEMO_EMA["ema_tau"]))}
     report = demo.run_demo(out=out, quick=True, epochs=int(options.get("epochs", epochs)), minutes=30.0, export=False,

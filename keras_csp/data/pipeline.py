@@ -200,8 +200,18 @@ def prepare_element(element, size, max_boxes, report=None):
 
 
 def _options(deterministic):
+    """The pipelines' options: ``deterministic`` order, and tf.data's autotuning off.
+
+    Autotuning's optimisation thread sleeps up to 60 s between rounds, and an iterator that
+    Python's garbage collector frees (Keras' ``fit`` leaves its iterator to it) waits for that
+    thread: measured, 42-59 s stalls at random points after a 100-s ``fit`` (the 2-minute quick
+    demo overran its budget by 32 s; benchmarks/fit_overheads.py), none with it off. Off,
+    ``AUTOTUNE`` parallelism is the core count and fit was as fast (photo-objects, mosaic, 320,
+    2-core AMD EPYC: 0.763 against 0.748 s per step in float32, 0.613 against 0.664 in bf16;
+    the pipeline's own CPU time per batch 132 against 206 ms)."""
     options = tf.data.Options()
     options.deterministic = deterministic
+    options.autotune.enabled = False
     return options
 
 

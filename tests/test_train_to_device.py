@@ -216,7 +216,7 @@ def test_time_budget_with_eval_every_unset_sets_the_evaluators_interval():
 
     schedule = DarknetSchedule(0.01, 10**6, "steps", burn_in=0, adjustable=True)
     model = _budget_model(schedule)
-    evaluator = types.SimpleNamespace(every=1, latest_evaluated=False)  # COCOEvalCallback's two attributes
+    evaluator = types.SimpleNamespace(every=1, latest_evaluated=False, request=lambda epoch: None)  # COCOEvalCallback's
     budget = TimeBudget(time.perf_counter() + 30.0, steps_per_epoch=10, eval_every=None, eval_estimate=0.5,
                         measure_steps=5, log=None, finish_seconds=0)
     budget.set_model(model)
@@ -239,7 +239,7 @@ def test_time_budget_with_eval_every_unset_sets_the_evaluators_interval():
     # a resumed run keeps its recorded plan and still sets the interval once its steps are timed
     resumed = TimeBudget(time.perf_counter() + 30.0, steps_per_epoch=10, eval_every=None, eval_estimate=0.5,
                          planned_steps=2000, measure_steps=5, log=None, finish_seconds=0)
-    evaluator = types.SimpleNamespace(every=1, latest_evaluated=False)
+    evaluator = types.SimpleNamespace(every=1, latest_evaluated=False, request=lambda epoch: None)
     resumed.set_model(model)
     resumed.attach_evaluator(evaluator)
     assert evaluator.every == MAX_PLANNED_EPOCHS
@@ -247,6 +247,48 @@ def test_time_budget_with_eval_every_unset_sets_the_evaluators_interval():
     resumed.on_epoch_end(0)
     resumed.on_epoch_begin(1)
     assert resumed.planned_steps == 2000 and 1 < evaluator.every < MAX_PLANNED_EPOCHS
+
+
+def test_time_budget_times_one_evaluation_instead_of_keeping_its_guess_in_reserve():
+    """With no evaluation timed, the epoch end after the first plan is evaluated (the evaluator's
+    ``request``); its measured time replaces ``eval_estimate`` in the plan, which then grows."""
+    import types
+
+    from keras_csp.training.budget import TimeBudget
+    from keras_csp.training.schedules import DarknetSchedule
+
+    schedule = DarknetSchedule(0.01, 10**6, "steps", burn_in=0, adjustable=True)
+    model = _budget_model(schedule)
+    requested = []
+    evaluator = types.SimpleNamespace(every=100, latest_evaluated=False, request=requested.append)
+    budget = TimeBudget(time.perf_counter() + 3.0, steps_per_epoch=10, eval_every=100, eval_estimate=1.5,
+                        measure_steps=5, log=None, finish_seconds=0)
+    budget.set_model(model)
+    budget.attach_schedule(schedule)
+    budget.attach_evaluator(evaluator)
+    _steps(budget, model, count=10)
+    guessed = budget.planned_steps  # planned with 1.5 s kept for the final evaluation
+    assert guessed is not None and budget.eval_seconds is None
+    budget.on_epoch_end(0)
+    assert requested == [1]  # the first epoch end after the plan: timed
+    evaluator.latest_evaluated = True
+    time.sleep(0.05)
+    budget.on_epoch_begin(1)
+    assert 0.05 <= budget.eval_seconds < 1.5
+    assert budget.planned_steps > guessed  # the reserve is what was measured, not the guess
+    evaluator.latest_evaluated = False
+    budget.on_epoch_end(1)
+    assert requested == [1]  # once measured, no more
+    # a stopping run asks for nothing (its last epoch is evaluated anyway)
+    late = TimeBudget(time.perf_counter() + 3.0, steps_per_epoch=10, eval_every=100, measure_steps=5, log=None,
+                      finish_seconds=0)
+    late.set_model(model)
+    late.attach_evaluator(types.SimpleNamespace(every=100, latest_evaluated=False, request=requested.append))
+    _steps(late, model, count=10)
+    model.stop_training = True
+    late.on_epoch_end(0)
+    model.stop_training = False
+    assert requested == [1]
 
 
 def test_an_adjustable_schedule_serializes_fixed_and_a_fixed_one_refuses_to_move():

@@ -62,6 +62,7 @@ class COCOEvalCallback(keras.callbacks.Callback):
         self._detect = None
         self._epochs = None
         self._latest_evaluated = False  # whether the last epoch that ended was evaluated
+        self._requested = set()  # epochs (1-based) evaluated besides the interval's
 
     def on_train_begin(self, logs=None):
         self._epochs = (self.params or {}).get("epochs")
@@ -88,7 +89,7 @@ class COCOEvalCallback(keras.callbacks.Callback):
         last = self._epochs is not None and epoch + 1 >= self._epochs
         last = last or bool(getattr(self.model, "stop_training", False))  # stopped early (a time budget)
         self._latest_evaluated = False
-        if (epoch + 1) % self.every and not last:
+        if (epoch + 1) % self.every and not last and epoch + 1 not in self._requested:
             return
         start = time.perf_counter()
         result = self.evaluate()
@@ -108,6 +109,11 @@ class COCOEvalCallback(keras.callbacks.Callback):
             )
         if self.out_dir:
             self._write(epoch + 1, result)
+
+    def request(self, epoch):
+        """Evaluate the end of ``epoch`` (1-based) too, whatever the interval (a time budget
+        times one evaluation early instead of guessing what the final one costs)."""
+        self._requested.add(int(epoch))
 
     @property
     def latest_evaluated(self):

@@ -46,8 +46,8 @@ config = make_config(train=source.annotation_file, model=demo.DEMO_MODEL, image_
                      mixed_precision="none", head_options=demo.QUICK["head"], optimizer="adam", learning_rate=6e-3)
 train_ds, _, _ = make_datasets(config, source, None)
 x, y = next(iter(train_ds))
-model = build_model(demo.DEMO_MODEL, source.num_classes, 96, anchors=resolve_anchors(config, source, source.num_classes),
-                    head_options=config.head_options)
+anchors = resolve_anchors(config, source, source.num_classes)
+model = build_model(demo.DEMO_MODEL, source.num_classes, 96, anchors=anchors, head_options=config.head_options)
 ema = ModelEMA(model, 0.998, 100)
 if built:
     _compile(model, config, 1000, ema=ema)

@@ -216,7 +216,8 @@ def test_time_budget_with_eval_every_unset_sets_the_evaluators_interval():
 
     schedule = DarknetSchedule(0.01, 10**6, "steps", burn_in=0, adjustable=True)
     model = _budget_model(schedule)
-    evaluator = types.SimpleNamespace(every=1, latest_evaluated=False, request=lambda epoch: None)  # COCOEvalCallback's
+    # what the budget uses of COCOEvalCallback
+    evaluator = types.SimpleNamespace(every=1, latest_evaluated=False, request=lambda epoch: None)
     budget = TimeBudget(time.perf_counter() + 30.0, steps_per_epoch=10, eval_every=None, eval_estimate=0.5,
                         measure_steps=5, log=None, finish_seconds=0)
     budget.set_model(model)
